@@ -1,0 +1,175 @@
+"""Each script end to end through main([...]) with tiny budgets: outputs, reproducibility, errors."""
+import hashlib
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, assert_one_line_error, data_shape, other_name, run_main
+
+OUTPUTS = ["model.pt", "samples.npy", "metrics.json", "loss.csv", "forward.png", "loss.png", "samples.png",
+           "reverse.png"]
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -----------------------------------------------------------------------------
+# A normal run
+
+
+def test_run_writes_every_output(script, trained):
+    out = trained["out"]
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not list(out.glob("*.tmp")), "temporary checkpoint left behind"
+    samples = trained["samples"]
+    assert samples.shape == (64,) + data_shape(script) and samples.dtype == np.float32
+    assert np.isfinite(samples).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["parameters"] > 0 and metrics["device"] == "cpu"
+    loss = np.loadtxt(out / "loss.csv", delimiter=",", skiprows=1)
+    assert loss.shape == (30, 2) and np.isfinite(loss).all()
+    ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert ckpt["script"] == script.__name__ and "model" in ckpt and "config" in ckpt
+    assert trained["run"].stderr.strip() == ""
+
+
+def test_same_seed_same_samples(script, trained, tmp_path):
+    run = run_main(script, *TINY, "--no-plots", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "samples.npy"), trained["samples"])
+
+
+def test_other_seed_other_samples(script, trained, tmp_path):
+    args = [a if a != "3" else "4" for a in TINY]  # --seed 4
+    assert run_main(script, *args, "--no-plots", "--out", tmp_path).code == 0
+    assert not np.array_equal(np.load(tmp_path / "samples.npy"), trained["samples"])
+
+
+def test_load_reproduces_sampling(script, trained, tmp_path):
+    """Sampling from the saved checkpoint with the same seed gives the training run's samples."""
+    run = run_main(script, *TINY, "--no-plots", "--load", trained["out"] / "model.pt", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    assert not (tmp_path / "model.pt").exists(), "--load must not train or save a model"
+    loaded = np.load(tmp_path / "samples.npy")
+    assert loaded.shape == trained["samples"].shape
+    np.testing.assert_array_equal(loaded, trained["samples"])
+
+
+def test_load_samples_are_deterministic(script, trained, tmp_path):
+    """Two --load runs with the same seed agree (the checkpoint round-trips the model)."""
+    ckpt = trained["out"] / "model.pt"
+    for sub in ["a", "b"]:
+        run = run_main(script, *TINY, "--no-plots", "--sampler", "ddim", "--load", ckpt, "--out", tmp_path / sub)
+        assert run.code == 0, run.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "samples.npy"), np.load(tmp_path / "b" / "samples.npy"))
+
+
+# -----------------------------------------------------------------------------
+# A user's mistakes: one line on stderr, exit status 2, no traceback
+
+BAD_FLAGS = {
+    "model-foo": (["--model", "foo"], "--model"),
+    "steps-0": (["--steps", "0"], "--steps"),
+    "steps-text": (["--steps", "many"], "--steps"),
+    "lr-negative": (["--lr", "-1"], "--lr"),
+    "schedule-foo": (["--schedule", "quadratic"], "--schedule"),
+    "unknown-flag": (["--epochs", "3"], "--epochs"),
+    "ddim-steps-over-T": (["--sampler", "ddim", "--timesteps", "10", "--sample-steps", "20"], "--sample-steps"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FLAGS)
+def test_bad_flag_value(script, case, tmp_path):
+    args, hint = BAD_FLAGS[case]
+    run = run_main(script, *TINY, *args, "--no-plots", "--out", tmp_path / "out")
+    assert_one_line_error(run, 2, hint)
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_missing_checkpoint(script, tmp_path):
+    run = run_main(script, *TINY, "--load", tmp_path / "nope.pt", "--out", tmp_path / "out")
+    assert_one_line_error(run, 2, "--load")
+
+
+def test_garbage_checkpoint(script, tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"this is not a checkpoint\n" * 10)
+    run = run_main(script, *TINY, "--load", bad, "--out", tmp_path / "out")
+    assert_one_line_error(run, 2, "--load")
+
+
+def test_bare_state_dict_is_foreign(script, tmp_path):
+    """A valid torch file that this script did not write (a bare state_dict)."""
+    path = tmp_path / "weights.pt"
+    torch.save(script.build_model("mlp", script.Config()).state_dict(), path)
+    run = run_main(script, *TINY, "--load", path, "--out", tmp_path / "out")
+    assert_one_line_error(run, 2, "--load")
+
+
+def test_other_scripts_checkpoint_is_foreign(script, tmp_path):
+    other = pytest.importorskip(other_name(script), reason=f"{other_name(script)}.py is not there yet")
+    assert run_main(other, *TINY, "--steps", "2", "--no-plots", "--out", tmp_path / "other").code == 0
+    run = run_main(script, *TINY, "--load", tmp_path / "other" / "model.pt", "--out", tmp_path / "out")
+    assert_one_line_error(run, 2, "--load")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here, so --device cuda is valid")
+def test_cuda_requested_without_cuda(script, tmp_path):
+    run = run_main(script, *TINY, "--device", "cuda", "--out", tmp_path / "out")
+    assert_one_line_error(run, 2, "cuda")
+
+
+def test_unwritable_out(script, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    run = run_main(script, *TINY, "--no-plots", "--out", blocker / "out")
+    assert_one_line_error(run, 2, "--out")
+
+
+# -----------------------------------------------------------------------------
+# Nothing already saved is lost
+
+
+def test_interrupted_save_keeps_previous_checkpoint(script, trained, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of writing model.pt: the previous model.pt is untouched and still loads."""
+    shutil.copy(trained["out"] / "model.pt", tmp_path / "model.pt")
+    before = digest(tmp_path / "model.pt")
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:           # half a file, then the interrupt
+            fh.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    run = run_main(script, *TINY, "--seed", "9", "--no-plots", "--out", tmp_path)
+    monkeypatch.undo()
+    assert run.code != 0 and "Traceback" not in run.stderr
+    assert digest(tmp_path / "model.pt") == before
+    torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    again = run_main(script, *TINY, "--no-plots", "--load", tmp_path / "model.pt", "--out", tmp_path / "again")
+    assert again.code == 0, again.stderr
+
+
+def test_diverging_run_stops(script, trained, tmp_path):
+    """A huge learning rate: non-finite loss, one-line message, exit 1, no samples, old model.pt kept."""
+    shutil.copy(trained["out"] / "model.pt", tmp_path / "model.pt")
+    before = digest(tmp_path / "model.pt")
+    run = run_main(script, *TINY, "--lr", "1e6", "--no-plots", "--out", tmp_path)
+    assert_one_line_error(run, 1)
+    assert not (tmp_path / "samples.npy").exists()
+    assert digest(tmp_path / "model.pt") == before
+
+
+def test_nan_loss_stops(script, tmp_path, monkeypatch):
+    """Divergence forced directly (the loss turns NaN), independent of how the optimiser behaves."""
+    loss = script.diffusion_loss
+    monkeypatch.setattr(script, "diffusion_loss", lambda *a, **k: loss(*a, **k) * math.nan)
+    run = run_main(script, *TINY, "--no-plots", "--out", tmp_path)
+    assert_one_line_error(run, 1)
+    assert not (tmp_path / "samples.npy").exists() and not (tmp_path / "model.pt").exists()
