@@ -229,6 +229,15 @@ def test_scripts_agree_on_sampling(both_scripts, sampler, steps):
 # Models
 
 
+def test_timestep_embedding_separates_neighbouring_steps(script):
+    """Neighbouring steps get clearly different embeddings (fed t/T, a sinusoidal embedding with
+    max_period 1e4 is nearly constant: MATH.md, "Time embedding")."""
+    e = script.timestep_embedding(torch.arange(100), 32, 100).double()   # (T, 32)
+    assert e.shape == (100, 32)
+    step = (e[1:] - e[:-1]).norm(dim=1)                                  # (T-1,)
+    assert step.min() > 0.25 * e.norm(dim=1).mean(), f"smallest step {step.min():.4f}"
+
+
 @pytest.mark.parametrize("kind", ["mlp", "unet"])
 def test_model_shape_and_time_dependence(script, kind):
     torch.manual_seed(0)
