@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, assert_one_line_error, data_shape, other_name, run_main
+from conftest import TINY, assert_one_line_error, data_shape, import_script, other_name, run_main
 
 OUTPUTS = ["model.pt", "samples.npy", "metrics.json", "loss.csv", "forward.png", "loss.png", "samples.png",
            "reverse.png"]
@@ -113,7 +113,7 @@ def test_bare_state_dict_is_foreign(script, tmp_path):
 
 
 def test_other_scripts_checkpoint_is_foreign(script, tmp_path):
-    other = pytest.importorskip(other_name(script), reason=f"{other_name(script)}.py is not there yet")
+    other = import_script(other_name(script))
     assert run_main(other, *TINY, "--steps", "2", "--no-plots", "--out", tmp_path / "other").code == 0
     run = run_main(script, *TINY, "--load", tmp_path / "other" / "model.pt", "--out", tmp_path / "out")
     assert_one_line_error(run, 2, "--load")
