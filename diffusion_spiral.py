@@ -39,15 +39,17 @@ import torch.nn.functional as F
 class Config:
     model: str = "mlp"          # "mlp" or "unet"
     device: str = "auto"        # auto picks cuda, then mps, then cpu
-    steps: int = 3000           # optimizer steps
+    steps: int = 2000           # optimizer steps
     batch_size: int = 1024      # big batches: the loss averages over many t, so its gradient is less noisy
     lr: float = 2e-3            # peak learning rate of AdamW, reached after a short warm-up ...
     warmup: int = 100           # ... then cosine decay to zero: a cold finish, like an EMA of the weights
     timesteps: int = 100        # T, number of noising steps
-    schedule: str = "linear"    # "linear" (scaled for T steps) or "cosine"
+    schedule: str = "cosine"    # "cosine" spends more of the T steps at low noise, where the spiral forms;
+                                # "linear" (scaled for T) leaves several times more stray points
     sampler: str = "ddpm"       # "ddpm" (ancestral, T steps) or "ddim" (deterministic, any number of steps)
     sample_steps: int = 20      # DDIM steps
     eta: float = 0.0            # DDIM noise: 0 deterministic, 1 like DDPM
+    clip: float = 2.5           # DDIM clips its predicted x0 to [-clip, clip]; the spiral lies within 2.1
     num_samples: int = 2000     # points to generate
     num_train: int = 100_000    # size of the training set (a fresh draw of the spiral)
     noise: float = 0.01         # std of the jitter on spiral points, in normalised units
@@ -81,7 +83,7 @@ def make_data(n, generator=None, noise=Config.noise):
 # Noise schedule: beta_t for t = 0..T-1 (code index t is the paper's step t+1)
 
 
-def make_schedule(timesteps=100, kind="linear", device="cpu"):
+def make_schedule(timesteps=100, kind="cosine", device="cpu"):
     """Everything the forward and reverse processes need, precomputed once (float64, stored float32)."""
     if kind == "linear":
         # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
@@ -261,9 +263,9 @@ def train(model, data, schedule, cfg, generator=None, log=print):
 
 @torch.no_grad()
 def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=(2,),
-           trajectory=None):
-    """Draw n samples. model is any callable (x_t, t) -> predicted eps. trajectory, if a list, collects x
-    after every step (on the CPU) for plots."""
+           clip=None, trajectory=None):
+    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM clips its predicted x0 to
+    [-clip, clip] if clip is given. trajectory, if a list, collects x after every step (on the CPU)."""
     device = schedule["betas"].device
     T = len(schedule["betas"])
     x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
@@ -288,6 +290,8 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
         else:
             # predict x0, then step to abar_prev along the predicted noise direction   (DDIM eq. 12)
             x0_hat = (x - (1 - abar[i]).sqrt() * eps) / abar[i].sqrt()
+            if clip is not None:  # near t=T, 1/sqrt(abar) (2000 for cosine) magnifies any error in eps
+                x0_hat = x0_hat.clamp(-clip, clip)
             direction = (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
             x = abar_prev[i].sqrt() * x0_hat + direction + sigmas[i] * z
         if trajectory is not None:
@@ -459,12 +463,13 @@ def save_checkpoint(path, model, cfg, schedule):
 
 
 def run(cfg):
-    # ---- seeding: one generator for data, one for the noise on the device --------------------------------
-    torch.manual_seed(cfg.seed)
+    # ---- seeding: one generator per use, so --load samples exactly what the training run sampled ---------
+    torch.manual_seed(cfg.seed)                                         # initial weights
     device = pick_device(cfg.device)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    eval_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    data_gen = torch.Generator().manual_seed(cfg.seed)                 # the training set
+    train_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # batches, t and noise in training
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # x_T and z in sampling
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
 
     state = load_checkpoint(cfg.load, cfg) if cfg.load else None
     if cfg.sampler == "ddim" and cfg.sample_steps > cfg.timesteps:
@@ -487,7 +492,7 @@ def run(cfg):
     losses, train_time = torch.zeros(0), 0.0
     if state is None:
         start = time.perf_counter()
-        losses = train(model, data, schedule, cfg, gen).cpu()
+        losses = train(model, data, schedule, cfg, train_gen).cpu()
         train_time = time.perf_counter() - start
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
         print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
@@ -498,8 +503,8 @@ def run(cfg):
     model.eval()
     start = time.perf_counter()
     traj = [] if cfg.plots else None
-    samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, gen, cfg.eta,
-                     trajectory=traj).cpu()
+    samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
+                     eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
     if not torch.isfinite(samples).all():
         raise DivergedError("sampling produced NaN/inf; the model is broken, retrain with a smaller --lr")

@@ -1,0 +1,43 @@
+"""Time one training step and the whole sampling loops of both scripts, on CPU and (where present) CUDA.
+
+The timed code is the scripts' own train() and sample(); nothing here re-implements them.
+Run: pytest bench --benchmark-only     (see bench/README.md)
+"""
+import pytest
+import torch
+
+from conftest import forward_seconds, timed
+
+TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
+NUM_SAMPLES = 1000    # batch of the sampling loops
+DDIM_STEPS = 20
+
+
+def test_train_step(benchmark, script, kind, device, setup):
+    cfg, schedule, model = setup
+    cfg.steps, cfg.log_every = TRAIN_STEPS, TRAIN_STEPS          # one loss read (a sync) at the end
+    data = script.make_data(10_000, torch.Generator().manual_seed(0)).to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    quiet = lambda *args: None
+    benchmark.group = f"{script.__name__} {kind} train ({TRAIN_STEPS} steps, batch {cfg.batch_size})"
+    benchmark.pedantic(timed(lambda: script.train(model, data, schedule, cfg, gen, log=quiet), device),
+                       rounds=5, warmup_rounds=1, iterations=1)
+    step = benchmark.stats.stats.median / TRAIN_STEPS
+    benchmark.extra_info.update(seconds_per_step=step, steps_per_second=1 / step, batch_size=cfg.batch_size)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sampling_loop(benchmark, script, kind, device, setup, sampler):
+    cfg, schedule, model = setup
+    model.eval()
+    steps = DDIM_STEPS if sampler == "ddim" else cfg.timesteps
+    gen = torch.Generator(device=device).manual_seed(0)
+    benchmark.group = f"{script.__name__} {kind} sample {sampler} ({steps} steps, {NUM_SAMPLES} samples)"
+    benchmark.pedantic(timed(lambda: script.sample(model, NUM_SAMPLES, schedule, sampler, DDIM_STEPS, gen),
+                             device), rounds=5, warmup_rounds=1, iterations=1)
+    # efficiency: what the network alone costs (steps x one forward on this batch) over the loop's time
+    x = script.make_data(NUM_SAMPLES).to(device)                       # a batch of the right shape
+    t = torch.full((NUM_SAMPLES,), cfg.timesteps // 2, device=device)
+    forward = forward_seconds(model, x, t, device)
+    benchmark.extra_info.update(steps=steps, forward_seconds=forward,
+                                efficiency=steps * forward / benchmark.stats.stats.median)
