@@ -1,0 +1,636 @@
+"""Denoising diffusion (DDPM) from scratch on 1-D sine waves of length 64.
+
+What it teaches: how a diffusion model turns Gaussian noise into data. Noise is added to a sine wave step
+by step (the forward process), a network learns to predict that noise (the training loss), and running the
+steps backwards from pure noise draws new waves (the reverse process, DDPM or DDIM). Each wave is one
+64-dimensional data point; the model must learn that nearby samples move together.
+
+Run it:
+    python diffusion_sine.py                        # residual MLP, about a minute on a laptop CPU
+    python diffusion_sine.py --model unet           # 1-D convolutional U-Net, cleaner waves
+    python diffusion_sine.py --load outputs/diffusion_sine/model.pt --sampler ddim --sample-steps 20
+In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]).
+
+References:
+    DDPM: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models", arXiv:2006.11239
+    DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502
+    Cosine schedule: Nichol, Dhariwal 2021, "Improved DDPM", arXiv:2102.09672
+    U-Net: Ronneberger, Fischer, Brox 2015, arXiv:1505.04597 (with GroupNorm residual blocks as in DDPM)
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# -----------------------------------------------------------------------------
+# Config: every knob, and its defaults are the default run
+
+# Training recipes per model; a flag given on the command line wins. Config's defaults are the MLP's.
+RECIPES = {"mlp": dict(steps=3000, batch_size=256, lr=3e-3),
+           "unet": dict(steps=2000, batch_size=128, lr=2e-3)}
+
+
+@dataclass
+class Config:
+    model: str = "mlp"          # "mlp" or "unet"
+    device: str = "auto"        # auto picks cuda, then mps, then cpu
+    steps: int = 3000           # optimizer steps
+    batch_size: int = 256       # waves per step
+    lr: float = 3e-3            # peak learning rate of AdamW, reached after a short warm-up ...
+    warmup: int = 100           # ... then cosine decay to zero: a cold finish, like an EMA of the weights
+    timesteps: int = 200        # T, number of noising steps
+    schedule: str = "linear"    # "linear" (scaled for T steps) or "cosine"
+    sampler: str = "ddpm"       # "ddpm" (ancestral, T steps) or "ddim" (deterministic, any number of steps)
+    sample_steps: int = 20      # DDIM steps
+    eta: float = 0.0            # DDIM noise: 0 deterministic, 1 like DDPM
+    num_samples: int = 512      # waves to generate
+    num_train: int = 50_000     # size of the training set (fresh random waves)
+    width: int = 384            # MLP width
+    blocks: int = 2             # MLP residual blocks
+    channels: int = 16          # UNet channels at length 64; 2x, 3x, 4x that at lengths 32, 16, 8
+    seed: int = 0
+    log_every: int = 500        # print progress (and look at the loss, one sync) every so many steps
+    out: str = os.path.join("outputs", "diffusion_sine")
+    load: str = ""              # checkpoint to sample from, skipping training
+    plots: bool = True
+    gif: bool = False
+
+
+# -----------------------------------------------------------------------------
+# Data: a sin(f x + phi) on 64 points over [0, 2 pi], both ends included (as in the seed project)
+
+LENGTH = 64
+X = torch.linspace(0, 2 * math.pi, LENGTH, dtype=torch.float64)  # (64,) the sample positions
+
+
+def make_data(n, generator=None):
+    """n waves, float32 (n, 64): frequency f ~ U[1, 5), phase phi ~ U[0, 2 pi), amplitude a ~ U[0.5, 1].
+    Already at about unit scale (values in [-1, 1], the range images use), so no normalising is needed.
+    The varied amplitude makes a model that shrinks its waves visible in the numbers."""
+    f, phi, a = torch.rand(3, n, 1, generator=generator, dtype=torch.float64)       # 3 x (n, 1)
+    f, phi, a = 1 + 4 * f, 2 * math.pi * phi, 0.5 + 0.5 * a
+    return (a * torch.sin(f * X + phi)).float()                                      # (n, 1) * (64,) -> (n, 64)
+
+
+# -----------------------------------------------------------------------------
+# Noise schedule: beta_t for t = 0..T-1 (code index t is the paper's step t+1)
+
+
+def make_schedule(timesteps=100, kind="linear", device="cpu"):
+    """Everything the forward and reverse processes need, precomputed once (float64, stored float32)."""
+    if kind == "linear":
+        # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
+        # 1e-3..0.2 at T=100 ends at alpha_bar = 2e-5. Unscaled, 1e-4..0.02 at T=100 would leave
+        # alpha_bar_T = 0.36, so x_T would still be 60 % wave, yet sampling starts from pure noise.
+        scale = 1000 / timesteps
+        betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+    elif kind == "cosine":
+        # alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) pi/2)   (Improved DDPM eq. 17)
+        s = 0.008
+        steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)                  # beta_t = 1 - abar_t / abar_{t-1}
+    else:
+        raise ValueError(f"unknown schedule {kind!r}")
+    alphas = 1 - betas
+    alpha_bars = torch.cumprod(alphas, dim=0)                          # abar_t = prod_{s<=t} alpha_s
+    alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t=0
+    s = dict(
+        betas=betas,
+        alphas=alphas,
+        alpha_bars=alpha_bars,
+        alpha_bars_prev=alpha_bars_prev,
+        sqrt_alpha_bars=alpha_bars.sqrt(),
+        sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
+        # posterior q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta~_t)     (DDPM eqs. 6, 7)
+        posterior_mean_coef1=betas * alpha_bars_prev.sqrt() / (1 - alpha_bars),
+        posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
+        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t=0: no noise last
+    )
+    return {k: v.float().to(device) for k, v in s.items()}
+
+
+# -----------------------------------------------------------------------------
+# Forward process
+
+
+def q_sample(x0, t, noise, schedule):
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps   (DDPM eq. 4); t is (B,) of step indices."""
+    shape = (-1,) + (1,) * (x0.dim() - 1)                           # broadcast (B,) over (B, ...)
+    return (schedule["sqrt_alpha_bars"][t].view(shape) * x0
+            + schedule["sqrt_one_minus_alpha_bars"][t].view(shape) * noise)
+
+
+# -----------------------------------------------------------------------------
+# Models: (x_t, t) -> predicted noise eps, both (B, 64)
+
+
+def timestep_embedding(t, dim, timesteps):
+    """Sinusoidal embedding of the step (Transformer-style). t is rescaled to 0..1000 as in improved-diffusion:
+    fed raw 0..T-1 (or t/T) most frequencies would barely move and the embedding would be nearly constant."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)  # (half,)
+    args = (t.float() * (1000 / timesteps))[:, None] * freqs[None]                    # (B, half)
+    return torch.cat([args.sin(), args.cos()], dim=1)                                 # (B, dim)
+
+
+class Preconditioning(nn.Module):
+    """Turns the network's output F into the noise prediction, so that F has a unit-scale target at every
+    noise level (Karras et al. 2022, "Elucidating the design space", eq. 7 in DDPM's variables). With
+    s_t = sqrt((1 - abar_t) / abar_t) and y = x_t / sqrt(abar_t) = x_0 + s_t eps:
+        eps = s y / (s^2 + sd^2) - sd / sqrt(s^2 + sd^2) F,     sd = the data's std (0.5 here).
+    Near t = 0, F is just -eps. Near t = T, eps is almost x_t itself and F only has to say where x_0 is
+    (F ~ x_0 / sd): a raw network would have to get eps right to 1 % to place x_0 within 10 %, and its
+    small errors there make sampled waves too small."""
+
+    def __init__(self, timesteps, schedule, sd=0.5):
+        super().__init__()
+        abar = make_schedule(timesteps, schedule)["alpha_bars"]
+        self.register_buffer("s", ((1 - abar) / abar).sqrt(), persistent=False)  # (T,)
+        self.sd = sd
+
+    def forward(self, out, x, t):
+        s = self.s[t][:, None]                                                    # (B, 1)
+        y = x * (1 + s ** 2).sqrt()                                               # x_t / sqrt(abar_t)
+        return s * y / (s ** 2 + self.sd ** 2) - self.sd / (s ** 2 + self.sd ** 2).sqrt() * out
+
+
+class Block(nn.Module):
+    """Residual block: x + W2 silu(W1 silu(LayerNorm(x)) + time), with a linear skip when the width changes.
+    The LayerNorm keeps every block's input at one scale, whatever the noise level: faster, steadier training."""
+
+    def __init__(self, d_in, d_out, d_time):
+        super().__init__()
+        self.lin1, self.lin2 = nn.Linear(d_in, d_out), nn.Linear(d_out, d_out)
+        self.time = nn.Linear(d_time, d_out)                       # time enters every block
+        self.skip = nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
+        self.norm = nn.LayerNorm(d_in)
+
+    def forward(self, x, temb):
+        return self.skip(x) + self.lin2(F.silu(self.lin1(F.silu(self.norm(x))) + self.time(temb)))
+
+
+class MLP(nn.Module):
+    """The whole wave in, the whole noise out: every layer sees all 64 samples, nothing tells it that
+    neighbours are related; it has to learn that from data (compare the UNet's convolutions)."""
+
+    def __init__(self, width=256, blocks=3, timesteps=100, schedule="linear", d_time=64):
+        super().__init__()
+        self.precond = Preconditioning(timesteps, schedule)
+        self.timesteps, self.d_time = timesteps, d_time
+        self.time = nn.Sequential(nn.Linear(d_time, width), nn.SiLU())
+        self.inp = nn.Linear(LENGTH, width)
+        self.blocks = nn.ModuleList([Block(width, width, width) for _ in range(blocks)])
+        self.out = nn.Linear(width, LENGTH)
+
+    def forward(self, x, t):
+        temb = self.time(timestep_embedding(t, self.d_time, self.timesteps))  # (B, width)
+        h = self.inp(x)                                                         # (B, 64) -> (B, width)
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.precond(self.out(F.silu(h)), x, t)                          # (B, 64)
+
+
+class ConvBlock(nn.Module):
+    """Residual conv block (as in DDPM's U-Net): GroupNorm, SiLU, conv; add the time; again; add the input."""
+
+    def __init__(self, c_in, c_out, d_time):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv1d(c_in, c_out, 3, padding=1)
+        self.time = nn.Linear(d_time, c_out)                       # time enters every block
+        self.norm2, self.conv2 = nn.GroupNorm(8, c_out), nn.Conv1d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Identity() if c_in == c_out else nn.Conv1d(c_in, c_out, 1)
+
+    def forward(self, x, temb):
+        h = self.conv1(F.silu(self.norm1(x))) + self.time(temb)[:, :, None]   # (B, C, L) + (B, C, 1)
+        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+
+class UNet(nn.Module):
+    """1-D U-Net: the encoder halves the length 64 -> 32 -> 16 -> 8 while widening the channels, so each
+    value sees more of the wave; the decoder doubles it back, and skip connections hand each scale's
+    features to the decoder at the same length, so fine detail is not lost in the bottleneck."""
+
+    def __init__(self, channels=32, timesteps=100, schedule="linear", d_time=64):
+        super().__init__()
+        self.precond = Preconditioning(timesteps, schedule)
+        self.timesteps, self.d_time = timesteps, d_time
+        cs = [channels, 2 * channels, 3 * channels, 4 * channels]           # at lengths 64, 32, 16, 8
+        self.time = nn.Sequential(nn.Linear(d_time, 4 * channels), nn.SiLU())
+        d = 4 * channels
+        self.inp = nn.Conv1d(1, cs[0], 3, padding=1)
+        self.down = nn.ModuleList([ConvBlock(a, a, d) for a in cs[:-1]])
+        self.pool = nn.ModuleList([nn.Conv1d(a, b, 3, stride=2, padding=1) for a, b in zip(cs[:-1], cs[1:])])
+        self.mid = ConvBlock(cs[-1], cs[-1], d)
+        self.unpool = nn.ModuleList([nn.Conv1d(b, a, 3, padding=1) for a, b in zip(cs[:-1], cs[1:])])
+        self.up = nn.ModuleList([ConvBlock(2 * a, a, d) for a in cs[:-1]])
+        self.out = nn.Sequential(nn.GroupNorm(8, cs[0]), nn.SiLU(), nn.Conv1d(cs[0], 1, 3, padding=1))
+
+    def forward(self, x, t):
+        temb = self.time(timestep_embedding(t, self.d_time, self.timesteps))  # (B, 4C)
+        h = self.inp(x[:, None])                                                # (B, 64) -> (B, 1, 64) -> (B, C, 64)
+        skips = []
+        for block, pool in zip(self.down, self.pool):                          # lengths 64 -> 32 -> 16 -> 8
+            h = block(h, temb)
+            skips.append(h)
+            h = pool(h)                                                         # (B, C', L/2), strided conv
+        h = self.mid(h, temb)                                                   # (B, 4C, 8)
+        for i in reversed(range(len(self.up))):                                # lengths 8 -> 16 -> 32 -> 64
+            h = self.unpool[i](F.interpolate(h, scale_factor=2, mode="nearest"))  # (B, C', 2L)
+            h = self.up[i](torch.cat([h, skips.pop()], dim=1), temb)          # skip joins the same length
+        return self.precond(self.out(h)[:, 0], x, t)                            # (B, 1, 64) -> (B, 64)
+
+
+def build_model(kind, cfg=None):
+    cfg = cfg or Config()
+    if kind == "mlp":
+        return MLP(cfg.width, cfg.blocks, cfg.timesteps, cfg.schedule)
+    if kind == "unet":
+        return UNet(cfg.channels, cfg.timesteps, cfg.schedule)
+    raise ValueError(f"unknown model {kind!r}")
+
+
+# -----------------------------------------------------------------------------
+# Training: DDPM Algorithm 1
+
+
+class DivergedError(RuntimeError):
+    pass
+
+
+def diffusion_loss(model, x0, schedule, generator=None):
+    """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2."""
+    t = torch.randint(0, len(schedule["betas"]), (x0.shape[0],), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
+
+
+def train(model, data, schedule, cfg, generator=None, log=print):
+    """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    lr_at = lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    losses = torch.zeros(cfg.steps, device=data.device)       # kept on the device: no sync per step
+    start = time.perf_counter()
+    for i in range(cfg.steps):
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
+        loss = diffusion_loss(model, data[idx], schedule, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses[i] = loss.detach()
+        if (i + 1) % cfg.log_every == 0 or i + 1 == cfg.steps:
+            recent = losses[max(0, i + 1 - cfg.log_every): i + 1].mean().item()  # the only sync
+            if not math.isfinite(recent):
+                raise DivergedError(f"training diverged at step {i + 1} (loss {recent}); try a smaller --lr")
+            elapsed = time.perf_counter() - start
+            left = elapsed / (i + 1) * (cfg.steps - i - 1)
+            log(f"step {i + 1:>6}/{cfg.steps}  loss {recent:.4f}  elapsed {elapsed:5.1f}s  left {left:5.1f}s")
+    return losses
+
+
+# -----------------------------------------------------------------------------
+# Sampling: DDPM Algorithm 2 and DDIM
+
+
+@torch.no_grad()
+def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=(LENGTH,),
+           trajectory=None):
+    """Draw n samples. model is any callable (x_t, t) -> predicted eps. trajectory, if a list, collects x
+    after every step (on the CPU) for plots."""
+    device = schedule["betas"].device
+    T = len(schedule["betas"])
+    x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
+    if trajectory is not None:
+        trajectory.append(x.cpu())
+    if sampler == "ddpm":
+        ts = torch.arange(T - 1, -1, -1, device=device)                      # T-1, ..., 0
+        eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]
+        inv_sqrt_alphas = schedule["alphas"].rsqrt()
+        sigmas = schedule["posterior_variance"].sqrt()                     # sigma_t^2 = beta~_t, 0 at t=0
+    else:
+        ts = torch.linspace(T - 1, 0, steps or T, device=device).round().long()  # "trailing": T-1 ... 0
+        abar = schedule["alpha_bars"][ts]
+        abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
+        sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    for i, t in enumerate(ts):
+        eps = model(x, t.expand(n))                                         # (n, ...) predicted noise
+        z = torch.randn(x.shape, generator=generator, device=device)
+        if sampler == "ddpm":
+            # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Alg. 2 line 4)
+            x = inv_sqrt_alphas[t] * (x - eps_coef[t] * eps) + sigmas[t] * z
+        else:
+            # predict x0, then step to abar_prev along the predicted noise direction   (DDIM eq. 12)
+            x0_hat = (x - (1 - abar[i]).sqrt() * eps) / abar[i].sqrt()
+            direction = (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
+            x = abar_prev[i].sqrt() * x0_hat + direction + sigmas[i] * z
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return x
+
+
+# -----------------------------------------------------------------------------
+# Evaluation: is each sample a clean sine (shape), and do the samples vary like real waves (coverage)?
+
+W_GRID = torch.arange(0.5, 8.0, 0.005, dtype=torch.float64)                   # (W,) candidate frequencies
+
+
+def fit_sines(y):
+    """Least squares y ~ a sin(w x) + b cos(w x) + c, for every w on W_GRID at once, keeping the best w.
+    For fixed w the fit is linear: with Q an orthonormal basis of the columns [sin, cos, 1] (QR), the fitted
+    part of y is Q Q^T y, so the residual is |y|^2 - |Q^T y|^2 and the best w maximises |Q^T y|^2.
+    Returns R^2 = 1 - SSE / SST, the frequency w and the amplitude sqrt(a^2 + b^2), each (n,)."""
+    y = y.double().cpu()
+    design = torch.stack([torch.sin(W_GRID[:, None] * X), torch.cos(W_GRID[:, None] * X),
+                          torch.ones(len(W_GRID), LENGTH, dtype=torch.float64)], dim=2)  # (W, 64, 3)
+    Q = torch.linalg.qr(design).Q                                                  # (W, 64, 3)
+    best = torch.cat([torch.einsum("wlk,nl->nwk", Q, chunk).pow(2).sum(2).argmax(1)  # (n,) best w index
+                      for chunk in y.split(500)])
+    coef = (torch.linalg.pinv(design[best]) @ y[:, :, None])[:, :, 0]              # (n, 3, 64) @ (n, 64, 1) -> (n, 3)
+    resid = y - (design[best] @ coef[:, :, None])[:, :, 0]                         # (n, 64)
+    sst = (y - y.mean(1, keepdim=True)).pow(2).sum(1)
+    return 1 - resid.pow(2).sum(1) / sst, W_GRID[best], coef[:, :2].norm(dim=1)
+
+
+def wasserstein1(a, b):
+    """1-D Wasserstein distance: the mean gap between the two quantile functions."""
+    q = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000
+    return (torch.quantile(a, q) - torch.quantile(b, q)).abs().mean().item()
+
+
+def evaluate(samples, generator=None):
+    """Shape: R^2 of each sample's best sine fit (median; shares at >= 0.99 and >= 0.95); real waves score 1.
+    Coverage: Wasserstein-1 of the fitted frequencies against 5000 fresh real waves', relative to the real
+    range (4), and of the amplitudes, relative to the real mean amplitude (0.75): 0 means matching spreads;
+    a model that draws one perfect wave again and again scores R^2 = 1 but fails here."""
+    r2, freq, amp = fit_sines(samples)
+    _, ref_freq, ref_amp = fit_sines(make_data(5000, generator))
+    return dict(r2_median=r2.median().item(), r2_099=(r2 >= 0.99).double().mean().item(),
+                r2_095=(r2 >= 0.95).double().mean().item(), freq_w1=wasserstein1(freq, ref_freq) / 4,
+                amp_w1=wasserstein1(amp, ref_amp) / ref_amp.mean().item(),
+                amp_ratio=(amp.mean() / ref_amp.mean()).item())
+
+
+# -----------------------------------------------------------------------------
+# Plots
+
+
+def save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def wave(ax, y, title="", color="C0", **kw):
+    ax.plot(X.numpy(), y, color=color, **kw)
+    ax.set(title=title, ylim=(-1.6, 1.6), xlim=(0, 2 * math.pi))
+
+
+def plot_all(out, data, schedule, losses, samples, traj, gif):
+    T = len(schedule["betas"])
+    x0 = data[:1]
+    steps = [0, T // 10, T // 4, T // 2, T - 1]
+    fig, axes = plt.subplots(1, len(steps), figsize=(15, 3.2), sharey=True)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x0.shape, generator=g)
+    for ax, t in zip(axes, steps):
+        xt = q_sample(x0, torch.tensor([t]), noise, schedule)[0]
+        wave(ax, x0[0], color="0.7", label="clean x_0")
+        wave(ax, xt, f"x_t at t = {t + 1}\nsignal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}",
+             label="noisy x_t")
+        ax.set(xlabel="position x (radians)", ylim=(-3.5, 3.5))
+    axes[0].set_ylabel("value")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.suptitle("Forward process: one sine wave dissolves into N(0, I) noise")
+    save(fig, os.path.join(out, "forward.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
+    k = max(1, len(losses) // 50)
+    ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
+           title="Training loss (DDPM Algorithm 1)")
+    ax.legend()
+    save(fig, os.path.join(out, "loss.png"))
+
+    r2, freq, _ = fit_sines(samples[:16])
+    fig = plt.figure(figsize=(15, 6.5))
+    for sub, waves, name in zip(fig.subfigures(1, 2), [data[:16], samples[:16]], ["real", "generated"]):
+        axes = sub.subplots(4, 4, sharex=True, sharey=True)
+        for i, ax in enumerate(axes.flat):
+            wave(ax, waves[i], color="C1" if name == "real" else "C0")
+            if name == "generated":
+                ax.set_title(f"R^2 = {r2[i]:.4f}, f = {freq[i]:.2f}", fontsize=8)
+        sub.suptitle(f"{name} waves" + (" (title: fit of a sin + b cos + c)" if name == "generated" else ""))
+        sub.supxlabel("position x (radians)")
+        sub.supylabel("value")
+    fig.savefig(os.path.join(out, "samples.png"), dpi=110)
+    plt.close(fig)
+
+    snaps = [0, len(traj) // 2, 3 * len(traj) // 4, 9 * len(traj) // 10, len(traj) - 1]
+    fig, axes = plt.subplots(1, len(snaps), figsize=(15, 3.2), sharey=True)
+    for ax, i in zip(axes, snaps):
+        for j in range(3):
+            wave(ax, traj[i][j], f"after {i} of {len(traj) - 1} steps", color=f"C{j}")
+        ax.set(xlabel="position x (radians)", ylim=(-3.5, 3.5))
+    axes[0].set_ylabel("value")
+    fig.suptitle("Reverse process: from noise x_T to three generated waves x_0")
+    save(fig, os.path.join(out, "reverse.png"))
+
+    if gif:
+        from matplotlib.animation import FuncAnimation, PillowWriter
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        lines = [ax.plot(X.numpy(), traj[0][j], color=f"C{j}")[0] for j in range(3)]
+        ax.set(xlim=(0, 2 * math.pi), ylim=(-3.5, 3.5), xlabel="position x (radians)", ylabel="value")
+        frames = list(range(len(traj))) + [len(traj) - 1] * 15           # hold the last frame
+        def update(i):
+            for j, line in enumerate(lines):
+                line.set_ydata(traj[i][j].numpy())
+            ax.set_title(f"reverse process: step {i} of {len(traj) - 1}")
+        FuncAnimation(fig, update, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
+        plt.close(fig)
+
+
+# -----------------------------------------------------------------------------
+# Command line
+
+
+class UsageError(Exception):
+    pass
+
+
+def positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 2, instead of usage text
+        raise UsageError(f"{message} (see --help)")
+
+
+def parse_args(argv):
+    c = Config()
+    p = Parser(prog=os.path.basename(__file__), description="DDPM on 1-D sine waves of length 64.")
+    p.add_argument("--model", choices=["mlp", "unet"], default=c.model, help="noise-prediction network")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=c.device, help="where to run")
+    recipe = lambda key: "default: " + ", ".join(f"{m} {r[key]}" for m, r in RECIPES.items())
+    p.add_argument("--steps", type=positive(int), help=f"optimizer steps ({recipe('steps')})")
+    p.add_argument("--batch-size", type=positive(int), help=f"waves per step ({recipe('batch_size')})")
+    p.add_argument("--lr", type=positive(float), help=f"peak learning rate ({recipe('lr')})")
+    p.add_argument("--timesteps", type=positive(int), default=c.timesteps, help="diffusion steps T")
+    p.add_argument("--schedule", choices=["linear", "cosine"], default=c.schedule, help="beta schedule")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default=c.sampler, help="reverse process")
+    p.add_argument("--sample-steps", type=positive(int), default=c.sample_steps, help="DDIM steps (<= T)")
+    p.add_argument("--num-samples", type=positive(int), default=c.num_samples, help="waves to generate")
+    p.add_argument("--seed", type=int, default=c.seed, help="random seed (same seed, same samples on CPU)")
+    p.add_argument("--out", default=c.out, help="output folder")
+    p.add_argument("--load", default=c.load, help="checkpoint to sample from, skipping training")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the figures")
+    p.add_argument("--gif", action="store_true", help="also animate the reverse process (reverse.gif)")
+    args = vars(p.parse_args(argv))
+    for key, value in RECIPES[args["model"]].items():  # the chosen model's recipe fills what was not given
+        args[key] = value if args[key] is None else args[key]
+    cfg = Config(**args)
+    if cfg.timesteps < 2:
+        raise UsageError("--timesteps must be at least 2")
+    return cfg
+
+
+def pick_device(name):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for, but MPS is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def load_checkpoint(path, cfg):
+    if not os.path.isfile(path):
+        raise UsageError(f"--load {path}: no such file; train first (without --load) to create one")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        assert ckpt["script"] == "diffusion_sine"
+    except Exception:
+        raise UsageError(f"--load {path}: not a checkpoint of diffusion_sine.py; pass a model.pt it wrote")
+    saved = Config(**ckpt["config"])
+    for key in ("model", "timesteps", "schedule", "width", "blocks", "channels"):  # the architecture
+        setattr(cfg, key, getattr(saved, key))
+    return ckpt["model"]
+
+
+def save_checkpoint(path, model, cfg, schedule):
+    tmp = path + ".tmp"
+    torch.save(dict(script="diffusion_sine", config=asdict(cfg), model=model.state_dict(),
+                    schedule={k: v.cpu() for k, v in schedule.items()}), tmp)
+    os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
+
+
+def run(cfg):
+    # ---- seeding: one generator for data, one for the noise on the device --------------------------------
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 2)
+
+    state = load_checkpoint(cfg.load, cfg) if cfg.load else None
+    if cfg.sampler == "ddim" and cfg.sample_steps > cfg.timesteps:
+        raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+        with open(os.path.join(cfg.out, ".write-test"), "w"):
+            pass
+        os.remove(os.path.join(cfg.out, ".write-test"))
+    except OSError as e:
+        raise UsageError(f"--out {cfg.out}: cannot write there ({e.strerror}); pick another folder")
+
+    print(f"config: {asdict(cfg)}\ndevice: {device}")
+    schedule = make_schedule(cfg.timesteps, cfg.schedule, device)
+    data = make_data(cfg.num_train, data_gen).to(device)
+    model = build_model(cfg.model, cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t=T: {schedule['alpha_bars'][-1]:.2e}")
+
+    losses, train_time = torch.zeros(0), 0.0
+    if state is None:
+        start = time.perf_counter()
+        losses = train(model, data, schedule, cfg, gen).cpu()
+        train_time = time.perf_counter() - start
+        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
+        print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
+    else:
+        model.load_state_dict(state)
+        print(f"loaded {cfg.load}")
+
+    model.eval()
+    start = time.perf_counter()
+    traj = [] if cfg.plots else None
+    samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, gen, cfg.eta,
+                     trajectory=traj).cpu()
+    sample_time = time.perf_counter() - start
+    if not torch.isfinite(samples).all():
+        raise DivergedError("sampling produced NaN/inf; the model is broken, retrain with a smaller --lr")
+
+    quality, real = evaluate(samples, eval_gen), evaluate(make_data(cfg.num_samples, eval_gen), eval_gen)
+    print(f"sampled {cfg.num_samples} waves with {cfg.sampler} in {sample_time:.2f}s")
+    print("quality                  generated   real data")
+    for key, label in [("r2_median", "median R^2 of sine fit"), ("r2_099", "share R^2 >= 0.99"),
+                       ("r2_095", "share R^2 >= 0.95"), ("freq_w1", "frequency W1 / 4"),
+                       ("amp_w1", "amplitude W1 / mean"), ("amp_ratio", "mean amplitude ratio")]:
+        print(f"  {label:22} {quality[key]:9.4f}   {real[key]:9.4f}")
+
+    np.save(os.path.join(cfg.out, "samples.npy"), samples.numpy())
+    metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
+                   steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
+                   device=str(device), sampler=cfg.sampler, model=cfg.model)
+    with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    if len(losses):
+        np.savetxt(os.path.join(cfg.out, "loss.csv"), np.c_[np.arange(1, len(losses) + 1), losses.numpy()],
+                   delimiter=",", header="step,loss", comments="", fmt=["%d", "%.6f"])
+    if cfg.plots:
+        plot_all(cfg.out, data[:16].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
+                 samples, traj, cfg.gif)
+    print(f"outputs in {cfg.out}/")
+    return metrics
+
+
+def main(argv=None):
+    if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
+        argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
+    prog = os.path.basename(__file__)
+    try:
+        return run(parse_args(argv))
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    except DivergedError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(1)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; files already saved are intact", file=sys.stderr)
+        raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    main()
