@@ -498,7 +498,7 @@ def run(cfg):
         print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
     else:
         model.load_state_dict(state)
-        print(f"loaded {cfg.load}")
+        print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
 
     model.eval()
     start = time.perf_counter()

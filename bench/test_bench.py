@@ -22,6 +22,8 @@ def test_train_step(benchmark, script, kind, device, setup):
     benchmark.group = f"{script.__name__} {kind} train ({TRAIN_STEPS} steps, batch {cfg.batch_size})"
     benchmark.pedantic(timed(lambda: script.train(model, data, schedule, cfg, gen, log=quiet), device),
                        rounds=5, warmup_rounds=1, iterations=1)
+    if benchmark.disabled:  # --benchmark-disable: the code ran once, unmeasured
+        return
     step = benchmark.stats.stats.median / TRAIN_STEPS
     benchmark.extra_info.update(seconds_per_step=step, steps_per_second=1 / step, batch_size=cfg.batch_size)
 
@@ -34,7 +36,9 @@ def test_sampling_loop(benchmark, script, kind, device, setup, sampler):
     gen = torch.Generator(device=device).manual_seed(0)
     benchmark.group = f"{script.__name__} {kind} sample {sampler} ({steps} steps, {NUM_SAMPLES} samples)"
     benchmark.pedantic(timed(lambda: script.sample(model, NUM_SAMPLES, schedule, sampler, DDIM_STEPS, gen),
-                             device), rounds=5, warmup_rounds=1, iterations=1)
+                             device), rounds=3, warmup_rounds=1, iterations=1)
+    if benchmark.disabled:
+        return
     # efficiency: what the network alone costs (steps x one forward on this batch) over the loop's time
     x = script.make_data(NUM_SAMPLES).to(device)                       # a batch of the right shape
     t = torch.full((NUM_SAMPLES,), cfg.timesteps // 2, device=device)
