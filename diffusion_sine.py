@@ -38,7 +38,7 @@ import torch.nn.functional as F
 # Config: every knob, and its defaults are the default run
 
 # Training recipes per model; a flag given on the command line wins. Config's defaults are the MLP's.
-RECIPES = {"mlp": dict(steps=3000, batch_size=256, lr=3e-3),
+RECIPES = {"mlp": dict(steps=3000, batch_size=256, lr=4e-3),
            "unet": dict(steps=2000, batch_size=128, lr=4e-3)}
 
 
@@ -48,7 +48,7 @@ class Config:
     device: str = "auto"        # auto picks cuda, then mps, then cpu
     steps: int = 3000           # optimizer steps
     batch_size: int = 256       # waves per step
-    lr: float = 3e-3            # peak learning rate of AdamW, reached after a short warm-up ...
+    lr: float = 4e-3            # peak learning rate of AdamW, reached after a short warm-up ...
     warmup: int = 100           # ... then cosine decay to zero: a cold finish, like an EMA of the weights
     timesteps: int = 200        # T, number of noising steps
     schedule: str = "cosine"    # "cosine" (default: sharper waves than "linear", scaled for T steps)
@@ -459,6 +459,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         lines = [ax.plot(X.numpy(), traj[0][j], color=f"C{j}")[0] for j in range(3)]
         ax.set(xlim=(0, 2 * math.pi), ylim=(-3.5, 3.5), xlabel="position x (radians)", ylabel="value")
+        fig.tight_layout()
         frames = list(range(len(traj))) + [len(traj) - 1] * 15           # hold the last frame
         def update(i):
             for j, line in enumerate(lines):
