@@ -348,14 +348,15 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     fig.suptitle("Forward process: the spiral dissolves into N(0, I) noise")
     save(fig, os.path.join(out, "forward.png"))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
-    k = max(1, len(losses) // 50)
-    ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
-    ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
-           title="Training loss (DDPM Algorithm 1)")
-    ax.legend()
-    save(fig, os.path.join(out, "loss.png"))
+    if len(losses):  # none after --load
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
+        k = max(1, len(losses) // 50)
+        ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
+        ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
+               title="Training loss (DDPM Algorithm 1)")
+        ax.legend()
+        save(fig, os.path.join(out, "loss.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
     scatter(axes[0], data[: len(samples)], f"original spiral ({len(samples)} points)", "C1")

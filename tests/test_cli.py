@@ -61,6 +61,13 @@ def test_load_reproduces_sampling(script, trained, tmp_path):
     np.testing.assert_array_equal(loaded, trained["samples"])
 
 
+def test_load_with_plots_draws_samples(script, trained, tmp_path):
+    """After --load there is no training loss to plot; the other figures are still drawn."""
+    run = run_main(script, *TINY, "--load", trained["out"] / "model.pt", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "reverse.png").is_file()
+
+
 def test_load_samples_are_deterministic(script, trained, tmp_path):
     """Two --load runs with the same seed agree (the checkpoint round-trips the model)."""
     ckpt = trained["out"] / "model.pt"
