@@ -40,7 +40,7 @@ class Config:
     model: str = "mlp"          # "mlp" or "unet"
     device: str = "auto"        # auto picks cuda, then mps, then cpu
     steps: int = 2000           # optimizer steps
-    batch_size: int = 1024      # big batches: the loss averages over many t, so its gradient is less noisy
+    batch_size: int = 512       # points per step: the loss averages over many t, so its gradient is steadier
     lr: float = 2e-3            # peak learning rate of AdamW, reached after a short warm-up ...
     warmup: int = 100           # ... then cosine decay to zero: a cold finish, like an EMA of the weights
     timesteps: int = 100        # T, number of noising steps
@@ -53,7 +53,8 @@ class Config:
     num_samples: int = 2000     # points to generate
     num_train: int = 100_000    # size of the training set (a fresh draw of the spiral)
     noise: float = 0.01         # std of the jitter on spiral points, in normalised units
-    width: int = 128            # MLP width; the UNet's widths are width*2, width, width/2
+    width: int = 128            # MLP width
+    unet_width: int = 96        # the UNet's widths are 2x, 1x, 0.5x this: 192 -> 96 -> 48 -> 96 -> 192
     blocks: int = 3             # MLP residual blocks
     seed: int = 0
     log_every: int = 300        # print progress (and look at the loss, one sync) every so many steps
@@ -179,7 +180,7 @@ class MLP(nn.Module):
 
 
 class UNet(nn.Module):
-    """A U-Net for points. What carries over from the image U-Net: an encoder that narrows (256 -> 128 -> 64),
+    """A U-Net for points. What carries over from the image U-Net: an encoder that narrows (192 -> 96 -> 48),
     a decoder that widens back, skip connections joining matching widths, time in every block. What does not:
     there is no space to downsample (a point is one 2-vector), so "narrowing" is fewer features, not fewer
     pixels, and there are no convolutions: every layer sees the whole point."""
@@ -196,14 +197,14 @@ class UNet(nn.Module):
         self.out = nn.Linear(widths[0], 2)
 
     def forward(self, x, t):
-        temb = self.time(timestep_embedding(t, self.d_time, self.timesteps))  # (B, 256)
-        h = self.inp(fourier_features(x))                                       # (B, 256)
+        temb = self.time(timestep_embedding(t, self.d_time, self.timesteps))  # (B, 2w)
+        h = self.inp(fourier_features(x))                                       # (B, 2w)
         skips = [h]
-        for block in self.down:                                                 # 256 -> 128 -> 64
+        for block in self.down:                                                 # 2w -> w -> w/2
             h = block(h, temb)
             skips.append(h)
         h = self.mid(h, temb)
-        for block in self.up:                                                   # 64 -> 128 -> 256
+        for block in self.up:                                                   # w/2 -> w -> 2w
             h = block(h + skips.pop(), temb)                                    # skip joins the same width
         return self.out(F.silu(h + skips.pop()))
 
@@ -213,7 +214,7 @@ def build_model(kind, cfg=None):
     if kind == "mlp":
         return MLP(cfg.width, cfg.blocks, cfg.timesteps)
     if kind == "unet":
-        return UNet(cfg.width, cfg.timesteps)
+        return UNet(cfg.unet_width, cfg.timesteps)
     raise ValueError(f"unknown model {kind!r}")
 
 
@@ -451,7 +452,7 @@ def load_checkpoint(path, cfg):
     except Exception:
         raise UsageError(f"--load {path}: not a checkpoint of diffusion_spiral.py; pass a model.pt it wrote")
     saved = Config(**ckpt["config"])
-    for key in ("model", "timesteps", "schedule", "width", "blocks", "noise"):  # the architecture and data
+    for key in ("model", "timesteps", "schedule", "width", "unet_width", "blocks", "noise"):  # the architecture and data
         setattr(cfg, key, getattr(saved, key))
     return ckpt["model"]
 

@@ -14,21 +14,24 @@ run() {  # run NAME ARGS...: one whole process, timed by wall clock, as a user w
     python -c "print(round($(date +%s.%N) - $start, 1))" > "$out/$name/wall_seconds"
 }
 
-run spiral_mlp       diffusion_spiral.py --gif
+run spiral_mlp       diffusion_spiral.py
 run spiral_mlp_ddim  diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run spiral_unet      diffusion_spiral.py --model unet
 run spiral_unet_ddim diffusion_spiral.py --load "$out/spiral_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run sine_mlp         diffusion_sine.py
 run sine_mlp_ddim    diffusion_sine.py --load "$out/sine_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
-run sine_unet        diffusion_sine.py --model unet --device cpu --gif
+run sine_unet        diffusion_sine.py --model unet --device cpu
 run sine_unet_ddim   diffusion_sine.py --load "$out/sine_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
+# the animations, from the saved models (kept out of the timed runs above)
+run spiral_gif       diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --gif
+run sine_gif         diffusion_sine.py --load "$out/sine_unet/model.pt" --gif
 
 for f in forward loss samples reverse; do cp "$out/spiral_mlp/$f.png" "img/spiral_$f.png"; done
 cp "$out/spiral_unet/samples.png" img/spiral_samples_unet.png
-cp "$out/spiral_mlp/reverse.gif" img/spiral_reverse.gif
+cp "$out/spiral_gif/reverse.gif" img/spiral_reverse.gif
 for f in forward reverse; do cp "$out/sine_unet/$f.png" "img/sine_$f.png"; done
 for m in mlp unet; do for f in samples loss; do cp "$out/sine_$m/$f.png" "img/sine_${f}_$m.png"; done; done
-cp "$out/sine_unet/reverse.gif" img/sine_reverse.gif
+cp "$out/sine_gif/reverse.gif" img/sine_reverse.gif
 
 # ---- the README's results table, from the runs above ----------------------------------------------------
 python - "$out" <<'PY'
