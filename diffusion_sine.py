@@ -392,8 +392,8 @@ def evaluate(samples, generator=None):
 
 
 def save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.set_layout_engine("constrained")  # room for titles, labels and a suptitle
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -328,8 +328,8 @@ def evaluate(points, generator=None):
 
 
 def save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.set_layout_engine("constrained")  # room for titles, labels and a suptitle
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -340,12 +340,12 @@ def scatter(ax, x, title, color="C0"):
 
 def plot_all(out, data, schedule, losses, samples, traj, gif):
     x0 = data[:2000]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 4.4))
     g = torch.Generator().manual_seed(0)
     for ax, t in zip(axes, [0, 10, 30, len(schedule["betas"]) - 1]):
         t_ = torch.full((len(x0),), t)
         xt = q_sample(x0, t_, torch.randn(x0.shape, generator=g), schedule)
-        scatter(ax, xt, f"q(x_t | x_0) at t = {t + 1}\nsignal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
+        scatter(ax, xt, f"x_t at t = {t + 1}: signal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
     fig.suptitle("Forward process: the spiral dissolves into N(0, I) noise")
     save(fig, os.path.join(out, "forward.png"))
 
@@ -364,7 +364,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     scatter(axes[1], samples, f"generated from noise ({len(samples)} points)")
     save(fig, os.path.join(out, "samples.png"))
 
-    snaps = [0, len(traj) // 4, len(traj) // 2, 3 * len(traj) // 4, len(traj) - 5, len(traj) - 1]
+    snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
     fig, axes = plt.subplots(1, len(snaps), figsize=(3.2 * len(snaps), 3.6))
     for ax, i in zip(axes, snaps):
         scatter(ax, traj[i], f"after {i} of {len(traj) - 1} steps")
