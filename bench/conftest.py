@@ -73,8 +73,9 @@ def device(request):
 
 @pytest.fixture
 def setup(script, kind, device, benchmark):
-    """The script's own default config, schedule and model on the device; common extra_info filled in."""
-    cfg = script.Config(model=kind)
+    """The config a user gets from `--model KIND` (the script's own parser and defaults), its schedule and
+    model on the device; common extra_info filled in."""
+    cfg = script.parse_args(["--model", kind])
     schedule = script.make_schedule(cfg.timesteps, cfg.schedule, device)
     model = script.build_model(kind, cfg).to(device)
     benchmark.extra_info.update(device=describe(device), torch=torch.__version__,
