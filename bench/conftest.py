@@ -35,18 +35,24 @@ def timed(fn, device):
     return run
 
 
-def forward_seconds(model, x, t, device, repeats=20):
-    """Median time of one model forward on this batch (no_grad, after warm-up), for loop efficiency."""
-    times = []
+def loop_efficiency(loop, model, x, t, steps, device, pairs=3, calls=20):
+    """(steps x one model forward) / one loop, each pair measured back to back so that both see the same
+    machine state (a shared CPU's speed drifts over a run); the median of `pairs` ratios."""
+    ratios = []
     with torch.no_grad():
-        for i in range(repeats + 3):
+        for _ in range(pairs):
             sync(device)
             start = time.perf_counter()
-            model(x, t)
+            loop()
             sync(device)
-            if i >= 3:
-                times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+            loop_time = time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(calls):
+                model(x, t)
+            sync(device)
+            forward = (time.perf_counter() - start) / calls
+            ratios.append(steps * forward / loop_time)
+    return sorted(ratios)[len(ratios) // 2], forward
 
 
 def describe(device):

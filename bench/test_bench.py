@@ -6,7 +6,7 @@ Run: pytest bench --benchmark-only     (see bench/README.md)
 import pytest
 import torch
 
-from conftest import forward_seconds, timed
+from conftest import loop_efficiency, timed
 
 TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
 NUM_SAMPLES = 1000    # batch of the sampling loops
@@ -35,13 +35,12 @@ def test_sampling_loop(benchmark, script, kind, device, setup, sampler):
     steps = DDIM_STEPS if sampler == "ddim" else cfg.timesteps
     gen = torch.Generator(device=device).manual_seed(0)
     benchmark.group = f"{script.__name__} {kind} sample {sampler} ({steps} steps, {NUM_SAMPLES} samples)"
-    benchmark.pedantic(timed(lambda: script.sample(model, NUM_SAMPLES, schedule, sampler, DDIM_STEPS, gen),
-                             device), rounds=3, warmup_rounds=1, iterations=1)
+    loop = lambda: script.sample(model, NUM_SAMPLES, schedule, sampler, DDIM_STEPS, gen)
+    benchmark.pedantic(timed(loop, device), rounds=3, warmup_rounds=1, iterations=1)
     if benchmark.disabled:
         return
     # efficiency: what the network alone costs (steps x one forward on this batch) over the loop's time
     x = script.make_data(NUM_SAMPLES).to(device)                       # a batch of the right shape
     t = torch.full((NUM_SAMPLES,), cfg.timesteps // 2, device=device)
-    forward = forward_seconds(model, x, t, device)
-    benchmark.extra_info.update(steps=steps, forward_seconds=forward,
-                                efficiency=steps * forward / benchmark.stats.stats.median)
+    efficiency, forward = loop_efficiency(loop, model, x, t, steps, device)
+    benchmark.extra_info.update(steps=steps, forward_seconds=forward, efficiency=efficiency)
