@@ -17,7 +17,6 @@ References:
     Fourier features: Tancik et al. 2020, "Fourier Features Let Networks Learn High Frequency Functions"
 """
 import argparse
-import copy
 import json
 import math
 import os
