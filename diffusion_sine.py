@@ -77,12 +77,11 @@ X = torch.linspace(0, 2 * math.pi, LENGTH, dtype=torch.float64)  # (64,) the sam
 
 
 def make_data(n, generator=None):
-    """n waves, float32 (n, 64): frequency f ~ U[1, 5), phase phi ~ U[0, 2 pi), amplitude a ~ U[0.5, 1].
-    Already at about unit scale (values in [-1, 1], the range images use), so no normalising is needed.
-    The varied amplitude makes a model that shrinks its waves visible in the numbers."""
-    f, phi, a = torch.rand(3, n, 1, generator=generator, dtype=torch.float64)       # 3 x (n, 1)
-    f, phi, a = 1 + 4 * f, 2 * math.pi * phi, 0.5 + 0.5 * a
-    return (a * torch.sin(f * X + phi)).float()                                      # (n, 1) * (64,) -> (n, 64)
+    """n waves, float32 (n, 64): sin(f x + phi) with frequency f ~ U[1, 5) and phase phi ~ U[0, 2 pi).
+    Already at unit scale (values in [-1, 1], the range images use), so no normalising is needed. Every
+    real wave has amplitude 1, so a model that shrinks its waves shows up at once in the numbers."""
+    f, phi = torch.rand(2, n, 1, generator=generator, dtype=torch.float64)          # 2 x (n, 1)
+    return torch.sin((1 + 4 * f) * X + 2 * math.pi * phi).float()                   # (n, 1) * (64,) -> (n, 64)
 
 
 # -----------------------------------------------------------------------------
@@ -151,12 +150,14 @@ class Preconditioning(nn.Module):
     """Turns the network's output F into the noise prediction, so that F has a unit-scale target at every
     noise level (Karras et al. 2022, "Elucidating the design space", eq. 7 in DDPM's variables). With
     s_t = sqrt((1 - abar_t) / abar_t) and y = x_t / sqrt(abar_t) = x_0 + s_t eps:
-        eps = s y / (s^2 + sd^2) - sd / sqrt(s^2 + sd^2) F,     sd = the data's std (0.5 here).
+        eps = s y / (s^2 + sd^2) - sd / sqrt(s^2 + sd^2) F,     sd = the data's std (a unit sine's, 1/sqrt(2)).
     Near t = 0, F is just -eps; near t = T, eps is almost x_t itself and F says where x_0 is (F ~ x_0 / sd).
     Why: x_0 = y - s eps, so an error in a raw network's eps is s_t times larger in x_0, and s_t reaches
-    thousands near t = T. Measured here, such errors made the plain MLP's waves 20-30 % too small."""
+    thousands near t = T. Measured here (same MLP and budget, without it): waves 3 % too small on average
+    and 6 % of them not clean sines (R^2 < 0.95); with it, 0.3 % and 0.2 %. A network whose output is 0
+    is already the exact denoiser of Gaussian data with std sd (tests/test_metrics.py)."""
 
-    def __init__(self, timesteps, schedule, sd=0.5):
+    def __init__(self, timesteps, schedule, sd=math.sqrt(0.5)):
         super().__init__()
         abar = make_schedule(timesteps, schedule)["alpha_bars"]
         self.register_buffer("s", ((1 - abar) / abar).sqrt(), persistent=False)  # (T,)
@@ -318,17 +319,18 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
     if trajectory is not None:
         trajectory.append(x.cpu())
     if sampler == "ddpm":
-        ts = torch.arange(T - 1, -1, -1, device=device)                      # T-1, ..., 0
+        ts = list(range(T - 1, -1, -1))                                      # T-1, ..., 0
         eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]
         inv_sqrt_alphas = schedule["alphas"].rsqrt()
         sigmas = schedule["posterior_variance"].sqrt()                     # sigma_t^2 = beta~_t, 0 at t=0
     else:
-        ts = torch.linspace(T - 1, 0, steps or T, device=device).round().long()  # "trailing": T-1 ... 0
+        ts = torch.linspace(T - 1, 0, steps or T).round().long().tolist()  # "trailing": T-1 ... 0
         abar = schedule["alpha_bars"][ts]
         abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
         sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    # t is a Python int: indexing a schedule tensor with it is a view, never a GPU -> CPU sync (.item())
     for i, t in enumerate(ts):
-        eps = model(x, t.expand(n))                                         # (n, ...) predicted noise
+        eps = model(x, torch.full((n,), t, device=device))                # (n, ...) predicted noise
         z = torch.randn(x.shape, generator=generator, device=device)
         if sampler == "ddpm":
             # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Alg. 2 line 4)
@@ -377,7 +379,7 @@ def wasserstein1(a, b):
 def evaluate(samples, generator=None):
     """Shape: R^2 of each sample's best sine fit (median; shares at >= 0.99 and >= 0.95); real waves score 1.
     Coverage: Wasserstein-1 of the fitted frequencies against 5000 fresh real waves', relative to the real
-    range (4), and of the amplitudes, relative to the real mean amplitude (0.75): 0 means matching spreads;
+    range (4), and of the amplitudes, relative to the real mean amplitude (1): 0 means matching spreads;
     a model that draws one perfect wave again and again scores R^2 = 1 but fails here."""
     r2, freq, amp = fit_sines(samples)
     _, ref_freq, ref_amp = fit_sines(make_data(5000, generator))

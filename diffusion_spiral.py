@@ -272,17 +272,18 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
     if trajectory is not None:
         trajectory.append(x.cpu())
     if sampler == "ddpm":
-        ts = torch.arange(T - 1, -1, -1, device=device)                      # T-1, ..., 0
+        ts = list(range(T - 1, -1, -1))                                      # T-1, ..., 0
         eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]
         inv_sqrt_alphas = schedule["alphas"].rsqrt()
         sigmas = schedule["posterior_variance"].sqrt()                     # sigma_t^2 = beta~_t, 0 at t=0
     else:
-        ts = torch.linspace(T - 1, 0, steps or T, device=device).round().long()  # "trailing": T-1 ... 0
+        ts = torch.linspace(T - 1, 0, steps or T).round().long().tolist()  # "trailing": T-1 ... 0
         abar = schedule["alpha_bars"][ts]
         abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
         sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    # t is a Python int: indexing a schedule tensor with it is a view, never a GPU -> CPU sync (.item())
     for i, t in enumerate(ts):
-        eps = model(x, t.expand(n))                                         # (n, ...) predicted noise
+        eps = model(x, torch.full((n,), t, device=device))                # (n, ...) predicted noise
         z = torch.randn(x.shape, generator=generator, device=device)
         if sampler == "ddpm":
             # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Alg. 2 line 4)

@@ -29,9 +29,8 @@ def test_train_step(benchmark, script, kind, device, setup):
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_sampling_loop(benchmark, script, kind, device, setup, sampler):
-    cfg, schedule, model = setup
-    model.eval()
+def test_sampling_loop(benchmark, script, kind, device, trained, sampler):
+    cfg, schedule, model = trained
     steps = DDIM_STEPS if sampler == "ddim" else cfg.timesteps
     gen = torch.Generator(device=device).manual_seed(0)
     benchmark.group = f"{script.__name__} {kind} sample {sampler} ({steps} steps, {NUM_SAMPLES} samples)"
