@@ -1,6 +1,7 @@
-"""The sampling loops never read a value back from the device: on a GPU every such read (`.item()`, or
-indexing a tensor with a 0-d tensor, which calls it) stops the host until the GPU has caught up, once per
-step. Checked on the CPU with the profiler, which sees the same calls."""
+"""The sampling loops never read a value back from the device, and training reads one only to print a
+progress line: on a GPU every such read (`.item()`, or indexing a tensor with a 0-d tensor, which calls
+it) stops the host until the GPU has caught up. Checked on the CPU with the profiler, which sees the same
+calls."""
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -16,3 +17,18 @@ def test_sampling_loop_never_reads_back(script, sampler, steps):
                       shape=shape)
     reads = {e.key: e.count for e in prof.key_averages() if e.key in ("aten::item", "aten::_local_scalar_dense")}
     assert not reads, f"{sampler}: host reads inside the loop: {reads}"
+
+
+def test_training_loop_reads_back_only_to_log(script, monkeypatch):
+    """One read per progress line, none per step. (AdamW reads its own step counters with .item(); they
+    live on the CPU even when training on a GPU, so they cost no sync. SGD stands in to keep the count
+    about the training loop itself.)"""
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
+    cfg = script.Config(steps=20, log_every=10, batch_size=16)
+    model = script.build_model("mlp", cfg)
+    lines = []
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        script.train(model, script.make_data(64), script.make_schedule(cfg.timesteps), cfg,
+                     torch.Generator().manual_seed(0), log=lines.append)
+    reads = sum(e.count for e in prof.key_averages() if e.key == "aten::item")
+    assert len(lines) == 2 and reads == 2
