@@ -543,7 +543,8 @@ def load_checkpoint(path, cfg):
     except Exception:
         raise UsageError(f"--load {path}: not a checkpoint of diffusion_sine.py; pass a model.pt it wrote")
     saved = Config(**ckpt["config"])
-    for key in ("model", "timesteps", "schedule", "width", "blocks", "channels"):  # the architecture
+    for key in ("model", "timesteps", "schedule", "width", "blocks", "channels",  # the architecture
+                "steps", "batch_size", "lr", "warmup"):                 # how it was trained (for the record)
         setattr(cfg, key, getattr(saved, key))
     return ckpt["model"]
 

@@ -452,7 +452,8 @@ def load_checkpoint(path, cfg):
     except Exception:
         raise UsageError(f"--load {path}: not a checkpoint of diffusion_spiral.py; pass a model.pt it wrote")
     saved = Config(**ckpt["config"])
-    for key in ("model", "timesteps", "schedule", "width", "unet_width", "blocks", "noise"):  # the architecture and data
+    for key in ("model", "timesteps", "schedule", "width", "unet_width", "blocks", "noise",  # model and data
+                "steps", "batch_size", "lr", "warmup"):                  # how it was trained (for the record)
         setattr(cfg, key, getattr(saved, key))
     return ckpt["model"]
 

@@ -61,6 +61,14 @@ def test_load_reproduces_sampling(script, trained, tmp_path):
     np.testing.assert_array_equal(loaded, trained["samples"])
 
 
+def test_load_reports_how_the_model_was_trained(script, trained, tmp_path):
+    """The config line of a --load run shows the saved model's training budget, not the defaults."""
+    run = run_main(script, "--num-samples", 8, "--no-plots", "--load", trained["out"] / "model.pt", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    config = next(line for line in run.stdout.splitlines() if line.startswith("config:"))
+    assert "'steps': 30," in config and "'batch_size': 128," in config, config
+
+
 def test_load_with_plots_draws_samples(script, trained, tmp_path):
     """After --load there is no training loss to plot; the other figures are still drawn."""
     run = run_main(script, *TINY, "--load", trained["out"] / "model.pt", "--out", tmp_path)
