@@ -388,6 +388,9 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
 # Command line
 
 
+PROG = "diffusion_spiral.py"  # the name in messages (not from __file__: a notebook cell has none)
+
+
 class UsageError(Exception):
     pass
 
@@ -411,7 +414,7 @@ class Parser(argparse.ArgumentParser):
 
 def parse_args(argv):
     c = Config()
-    p = Parser(prog=os.path.basename(__file__), description="DDPM on a 2-D spiral.")
+    p = Parser(prog=PROG, description="DDPM on a 2-D spiral.")
     p.add_argument("--model", choices=["mlp", "unet"], default=c.model, help="noise-prediction network")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=c.device, help="where to run")
     p.add_argument("--steps", type=positive(int), default=c.steps, help="optimizer steps")
@@ -538,17 +541,16 @@ def run(cfg):
 def main(argv=None):
     if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
         argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
-    prog = os.path.basename(__file__)
     try:
         return run(parse_args(argv))
     except UsageError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         raise SystemExit(2)
     except DivergedError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         raise SystemExit(1)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; files already saved are intact", file=sys.stderr)
+        print(f"{PROG}: interrupted; files already saved are intact", file=sys.stderr)
         raise SystemExit(130)
 
 

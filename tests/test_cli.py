@@ -3,6 +3,9 @@ import hashlib
 import json
 import math
 import shutil
+import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +191,29 @@ def test_nan_loss_stops(script, tmp_path, monkeypatch):
     run = run_main(script, *TINY, "--no-plots", "--out", tmp_path)
     assert_one_line_error(run, 1)
     assert not (tmp_path / "samples.npy").exists() and not (tmp_path / "model.pt").exists()
+
+
+# -----------------------------------------------------------------------------
+# Pasted whole into a Jupyter cell: no __file__, __name__ == "__main__", sys.argv holds the kernel's flags
+
+
+def test_pasted_into_a_notebook_cell(script, monkeypatch, tmp_path, capsys):
+    source = Path(script.__file__).read_text()
+    body, tail = source.split('if __name__ == "__main__":')
+    cell = {"__name__": "__main__"}                       # what a notebook cell runs in: no __file__
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/tmp/kernel-1.json"])
+    exec(body, cell)
+    real_run, configs = cell["run"], []
+    cell["run"] = configs.append                          # the cell's own main() runs the defaults: record them
+    exec('if __name__ == "__main__":' + tail, cell)
+    assert configs == [cell["Config"]()], "main() in a notebook must ignore the kernel's arguments"
+
+    cell["run"] = real_run                                # with flags, a tiny real run, then a user error
+    cell["main"]([*TINY, "--no-plots", "--out", str(tmp_path)])
+    assert (tmp_path / "samples.npy").is_file()
+    with pytest.raises(SystemExit) as stop:
+        cell["main"](["--steps", "0"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(script.PROG + ": error:") and "\n" not in err and "Traceback" not in err
