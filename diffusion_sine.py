@@ -96,6 +96,7 @@ def make_schedule(timesteps=100, kind="cosine", device="cpu"):
         # alpha_bar_T = 0.36, so x_T would still be 60 % wave, yet sampling starts from pure noise.
         scale = 1000 / timesteps
         betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+        betas = betas.clamp(max=0.999)         # for T <= 20 the top betas would reach 1 (abar_t = 0) or more
     elif kind == "cosine":
         # alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) pi/2)   (Improved DDPM eq. 17)
         s = 0.008
@@ -437,6 +438,9 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     for sub, waves, name in zip(fig.subfigures(1, 2), [data[:16], samples[:16]], ["real", "generated"]):
         axes = sub.subplots(4, 4, sharex=True, sharey=True)
         for i, ax in enumerate(axes.flat):
+            if i >= len(waves):                                      # fewer than 16 samples
+                ax.axis("off")
+                continue
             wave(ax, waves[i], color="C1" if name == "real" else "C0")
             if name == "generated":
                 ax.set_title(f"R^2 = {r2[i]:.4f}, f = {freq[i]:.2f}", fontsize=8)
@@ -449,7 +453,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the wave forms late
     fig, axes = plt.subplots(1, len(snaps), figsize=(16, 3.2), sharey=True)
     for ax, i in zip(axes, snaps):
-        for j in range(3):
+        for j in range(min(3, len(traj[0]))):
             wave(ax, traj[i][j], f"after {i} of {len(traj) - 1} steps", color=f"C{j}")
         ax.set(xlabel="position x (radians)", ylim=(-3.5, 3.5))
     axes[0].set_ylabel("value")
@@ -459,7 +463,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     if gif:
         from matplotlib.animation import FuncAnimation, PillowWriter
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        lines = [ax.plot(X.numpy(), traj[0][j], color=f"C{j}")[0] for j in range(3)]
+        lines = [ax.plot(X.numpy(), traj[0][j], color=f"C{j}")[0] for j in range(min(3, len(traj[0])))]
         ax.set(xlim=(0, 2 * math.pi), ylim=(-3.5, 3.5), xlabel="position x (radians)", ylabel="value")
         fig.tight_layout()
         frames = list(range(len(traj))) + [len(traj) - 1] * 15           # hold the last frame

@@ -91,6 +91,7 @@ def make_schedule(timesteps=100, kind="cosine", device="cpu"):
         # alpha_bar_T = 0.36, so x_T would still be 60 % spiral, yet sampling starts from pure noise.
         scale = 1000 / timesteps
         betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+        betas = betas.clamp(max=0.999)         # for T <= 20 the top betas would reach 1 (abar_t = 0) or more
     elif kind == "cosine":
         # alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) pi/2)   (Improved DDPM eq. 17)
         s = 0.008
@@ -342,7 +343,8 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     x0 = data[:2000]
     fig, axes = plt.subplots(1, 4, figsize=(15, 4.4))
     g = torch.Generator().manual_seed(0)
-    for ax, t in zip(axes, [0, 10, 30, len(schedule["betas"]) - 1]):
+    T = len(schedule["betas"])
+    for ax, t in zip(axes, [0, T // 10, 3 * T // 10, T - 1]):
         t_ = torch.full((len(x0),), t)
         xt = q_sample(x0, t_, torch.randn(x0.shape, generator=g), schedule)
         scatter(ax, xt, f"x_t at t = {t + 1}: signal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")

@@ -68,14 +68,15 @@ def n_for(mod, total):
 
 def reference_betas(timesteps=100, kind="linear", lo=None, hi=None):
     """float64 numpy betas. linear: improved-diffusion's scaled linear (1000/T) * (1e-4 .. 0.02), or lo..hi
-    when given (e.g. the unscaled 1e-4..0.02 of MATH.md's table). cosine: Nichol & Dhariwal eq. 17, s=0.008,
+    when given (e.g. the unscaled 1e-4..0.02 of MATH.md's table), beta clipped at 0.999 (scaled, the top betas
+    reach 1 for T <= 20). cosine: Nichol & Dhariwal eq. 17, s=0.008,
     beta clipped at 0.999."""
     T = timesteps
     if kind == "linear":
         scale = 1000 / T
         lo = scale * 1e-4 if lo is None else lo
         hi = scale * 0.02 if hi is None else hi
-        return lo + (hi - lo) * np.arange(T, dtype=np.float64) / (T - 1)
+        return np.minimum(lo + (hi - lo) * np.arange(T, dtype=np.float64) / (T - 1), 0.999)
     if kind == "cosine":
         s = 0.008
         f = np.cos((np.arange(T + 1, dtype=np.float64) / T + s) / (1 + s) * np.pi / 2) ** 2

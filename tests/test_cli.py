@@ -64,6 +64,16 @@ def test_load_reproduces_sampling(script, trained, tmp_path):
     np.testing.assert_array_equal(loaded, trained["samples"])
 
 
+@pytest.mark.parametrize("extra", [["--num-samples", "1"], ["--timesteps", "2", "--schedule", "linear", "--gif"]],
+                         ids=["one sample", "two steps"])
+def test_small_settings_still_run_and_draw(script, tmp_path, extra):
+    """The smallest values the flags accept give a run with every figure, not a traceback."""
+    run = run_main(script, "--steps", 5, "--batch-size", 16, "--seed", 3, *extra, "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    assert all((tmp_path / name).is_file() for name in OUTPUTS)
+    assert np.isfinite(np.load(tmp_path / "samples.npy")).all()
+
+
 def test_load_reports_how_the_model_was_trained(script, trained, tmp_path):
     """The config line of a --load run shows the saved model's training budget, not the defaults."""
     run = run_main(script, "--num-samples", 8, "--no-plots", "--load", trained["out"] / "model.pt", "--out", tmp_path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import (as_torch_schedule, assert_mean_std, data_shape, dirac_predictor, gaussian_predictor,
-                      gaussian_recursion, n_for, reference_schedule, run_main)
+                      gaussian_recursion, n_for, reference_betas, reference_schedule, run_main)
 
 KINDS = ["linear", "cosine"]
 
@@ -55,6 +55,18 @@ def test_default_schedule_ends_in_noise(script, kind):
     """x_T must be (nearly) pure noise, since sampling starts from N(0, I)."""
     assert script.make_schedule(kind=kind)["alpha_bars"][-1] < 1e-2
     assert script.make_schedule()["alpha_bars"][-1] < 1e-2
+
+
+@pytest.mark.parametrize("T", [2, 3, 10, 20, 21])
+@pytest.mark.parametrize("kind", KINDS)
+def test_short_schedules_are_valid(script, T, kind):
+    """--timesteps is the user's choice: every beta stays below 1, abar falls from near 1 to near 0."""
+    s = script.make_schedule(T, kind)
+    betas, abar = s["betas"].double().numpy(), s["alpha_bars"].double().numpy()
+    np.testing.assert_allclose(betas, reference_betas(T, kind), rtol=1e-6)
+    assert (betas > 0).all() and (betas < 1).all()
+    assert (np.diff(abar) < 0).all() and 0 < abar[-1] < 1e-2
+    assert np.isfinite(torch.stack(list(s.values())).numpy()).all()
 
 
 # -----------------------------------------------------------------------------
