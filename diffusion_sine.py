@@ -453,8 +453,8 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the wave forms late
     fig, axes = plt.subplots(1, len(snaps), figsize=(16, 3.2), sharey=True)
     for ax, i in zip(axes, snaps):
-        for j in range(min(3, len(traj[0]))):
-            wave(ax, traj[i][j], f"after {i} of {len(traj) - 1} steps", color=f"C{j}")
+        for j, y in enumerate(traj[i][:3]):
+            wave(ax, y, f"after {i} of {len(traj) - 1} steps", color=f"C{j}")
         ax.set(xlabel="position x (radians)", ylim=(-3.5, 3.5))
     axes[0].set_ylabel("value")
     fig.suptitle("Reverse process: from noise x_T to three generated waves x_0")
@@ -463,7 +463,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     if gif:
         from matplotlib.animation import FuncAnimation, PillowWriter
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        lines = [ax.plot(X.numpy(), traj[0][j], color=f"C{j}")[0] for j in range(min(3, len(traj[0])))]
+        lines = [ax.plot(X.numpy(), y, color=f"C{j}")[0] for j, y in enumerate(traj[0][:3])]
         ax.set(xlim=(0, 2 * math.pi), ylim=(-3.5, 3.5), xlabel="position x (radians)", ylabel="value")
         fig.tight_layout()
         frames = list(range(len(traj))) + [len(traj) - 1] * 15           # hold the last frame
@@ -491,7 +491,7 @@ def positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
         if not value > 0:
             raise argparse.ArgumentTypeError(f"{text!r} must be positive")
         return value

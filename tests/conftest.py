@@ -68,9 +68,8 @@ def n_for(mod, total):
 
 def reference_betas(timesteps=100, kind="linear", lo=None, hi=None):
     """float64 numpy betas. linear: improved-diffusion's scaled linear (1000/T) * (1e-4 .. 0.02), or lo..hi
-    when given (e.g. the unscaled 1e-4..0.02 of MATH.md's table), beta clipped at 0.999 (scaled, the top betas
-    reach 1 for T <= 20). cosine: Nichol & Dhariwal eq. 17, s=0.008,
-    beta clipped at 0.999."""
+    when given (e.g. the unscaled 1e-4..0.02 of MATH.md's table). cosine: Nichol & Dhariwal eq. 17, s=0.008.
+    Both clip beta at 0.999 (the scaled linear betas would reach 1 for T <= 20)."""
     T = timesteps
     if kind == "linear":
         scale = 1000 / T
