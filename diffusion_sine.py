@@ -7,6 +7,10 @@ steps backwards from pure noise draws new waves (the reverse process, DDPM or DD
 return the predicted noise, as DDPM's math expects, but compute it from a unit-scale output
 (preconditioning), which keeps the generated waves from coming out too small.
 
+Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling,
+evaluation. Below the ruler "Running the lesson" come the command line, files and figures: plumbing,
+not needed to understand diffusion.
+
 Run it:
     python diffusion_sine.py                        # residual MLP, about a minute on a laptop CPU
     python diffusion_sine.py --model unet           # 1-D convolutional U-Net, cleaner waves
@@ -26,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,46 +39,48 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
-# Config: every knob, and its defaults are the default run
+# Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
+# --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive).
 
-# Training recipes per model; a flag given on the command line wins. Config's defaults are the MLP's.
-RECIPES = {"mlp": dict(steps=3000, batch_size=256, lr=4e-3),
-           "unet": dict(steps=2000, batch_size=128, lr=4e-3)}
-
+def knob(default, help, **flag):
+    return field(default=default, metadata=dict(help=help, **flag))
 
 @dataclass
 class Config:
-    model: str = "mlp"          # "mlp" or "unet"
-    device: str = "auto"        # auto picks cuda, then mps, then cpu
-    steps: int = 3000           # optimizer steps
-    batch_size: int = 256       # waves per step
-    lr: float = 4e-3            # peak learning rate of AdamW, reached after a short warm-up ...
-    warmup: int = 100           # ... then cosine decay to zero: a cold finish, like an EMA of the weights
-    timesteps: int = 200        # T, number of noising steps
-    schedule: str = "cosine"    # "cosine" (default: sharper waves than "linear", scaled for T steps)
-    sampler: str = "ddpm"       # "ddpm" (ancestral, T steps) or "ddim" (deterministic, any number of steps)
-    sample_steps: int = 20      # DDIM steps
-    eta: float = 0.0            # DDIM noise: 0 deterministic, 1 like DDPM
-    clip: float = 1.5           # DDIM clips its predicted x0 to [-clip, clip]; the waves lie within 1
-    num_samples: int = 512      # waves to generate
-    num_train: int = 50_000     # size of the training set (fresh random waves)
-    width: int = 384            # MLP width
-    blocks: int = 2             # MLP residual blocks
-    channels: int = 16          # UNet channels at length 64; 2x, 3x, 4x that at lengths 32, 16, 8
-    seed: int = 0
-    log_every: int = 500        # print progress (and look at the loss, one sync) every so many steps
-    out: str = os.path.join("outputs", "diffusion_sine")
-    load: str = ""              # checkpoint to sample from, skipping training
-    plots: bool = True
-    gif: bool = False
+    model: str = knob("mlp", "noise-prediction network", choices=("mlp", "unet"))
+    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
+                       choices=("auto", "cpu", "cuda", "mps"))
+    steps: int = knob(3000, "optimizer steps", unet=2000)
+    batch_size: int = knob(256, "waves per step", unet=128)
+    lr: float = knob(4e-3, "peak learning rate of AdamW, reached after --warmup steps, then cosine decay to 0")
+    warmup: int = knob(100, "warm-up steps; the cold finish of the decay works like an EMA of the weights")
+    timesteps: int = knob(200, "T, the number of noising steps", min=2)
+    schedule: str = knob("cosine", "beta schedule: cosine gives sharper waves than linear (scaled for T)",
+                         choices=("cosine", "linear"))
+    sampler: str = knob("ddpm", "reverse process: ddpm (ancestral, T steps) or ddim (any number of steps)",
+                        choices=("ddpm", "ddim"))
+    sample_steps: int = knob(20, "DDIM steps (at most T)")
+    eta: float = knob(0.0, "DDIM noise: 0 deterministic, 1 as much noise as DDPM", min=0)
+    clip: float = knob(1.5, "DDIM clips its predicted x0 to [-clip, clip]; the waves lie within 1")
+    num_samples: int = knob(512, "waves to generate and score")
+    num_train: int = knob(50_000, "size of the training set (fresh random waves)")
+    width: int = knob(384, "MLP width")
+    blocks: int = knob(2, "MLP residual blocks")
+    channels: int = knob(16, "UNet channels at length 64; 2x, 3x, 4x that at lengths 32, 16, 8")
+    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 4)
+    log_every: int = knob(500, "print progress (and read the loss back, one sync) every so many steps")
+    out: str = knob(os.path.join("outputs", "diffusion_sine"), "output folder")
+    load: str = knob("", "checkpoint to sample from, skipping training (its model, T and schedule win)")
+    plots: bool = knob(True, "draw the figures")
+    gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
 
 
 # -----------------------------------------------------------------------------
 # Data: a sin(f x + phi) on 64 points over [0, 2 pi], both ends included (as in the seed project)
 
 LENGTH = 64
+SHAPE = (LENGTH,)                                                # one data point
 X = torch.linspace(0, 2 * math.pi, LENGTH, dtype=torch.float64)  # (64,) the sample positions
-
 
 def make_data(n, generator=None):
     """n waves, float32 (n, 64): sin(f x + phi) with frequency f ~ U[1, 5) and phase phi ~ U[0, 2 pi).
@@ -87,28 +93,27 @@ def make_data(n, generator=None):
 # -----------------------------------------------------------------------------
 # Noise schedule: beta_t for t = 0..T-1 (code index t is the paper's step t+1)
 
-
-def make_schedule(timesteps=100, kind="cosine", device="cpu"):
-    """Everything the forward and reverse processes need, precomputed once (float64, stored float32)."""
+def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"):
+    """Everything the forward and reverse processes need, computed once (float64, stored float32)."""
     if kind == "linear":
         # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
         # 1e-3..0.2 at T=100 ends at alpha_bar = 2e-5. Unscaled, 1e-4..0.02 at T=100 would leave
-        # alpha_bar_T = 0.36, so x_T would still be 60 % wave, yet sampling starts from pure noise.
+        # alpha_bar_T = 0.36, so x_T would still be 60 % data, yet sampling starts from pure noise.
         scale = 1000 / timesteps
         betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
         betas = betas.clamp(max=0.999)         # for T <= 20 the top betas would reach 1 (abar_t = 0) or more
     elif kind == "cosine":
-        # alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) pi/2)   (Improved DDPM eq. 17)
-        s = 0.008
+        # alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t/T + offset) / (1 + offset)) pi/2)   (Improved DDPM eq. 17)
+        offset = 0.008
         steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
-        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
         betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)                  # beta_t = 1 - abar_t / abar_{t-1}
     else:
         raise ValueError(f"unknown schedule {kind!r}")
     alphas = 1 - betas
     alpha_bars = torch.cumprod(alphas, dim=0)                          # abar_t = prod_{s<=t} alpha_s
     alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t=0
-    s = dict(
+    schedule = dict(
         betas=betas,
         alphas=alphas,
         alpha_bars=alpha_bars,
@@ -120,12 +125,11 @@ def make_schedule(timesteps=100, kind="cosine", device="cpu"):
         posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
         posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t=0: no noise last
     )
-    return {k: v.float().to(device) for k, v in s.items()}
+    return {name: value.float().to(device) for name, value in schedule.items()}
 
 
 # -----------------------------------------------------------------------------
 # Forward process
-
 
 def q_sample(x0, t, noise, schedule):
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps   (DDPM eq. 4); t is (B,) of step indices."""
@@ -137,6 +141,7 @@ def q_sample(x0, t, noise, schedule):
 # -----------------------------------------------------------------------------
 # Models: (x_t, t) -> predicted noise eps, both (B, 64)
 
+TIME_DIM = 64  # size of the sinusoidal step embedding
 
 def timestep_embedding(t, dim, timesteps):
     """Sinusoidal embedding of the step (Transformer-style). t is rescaled to 0..1000 as in improved-diffusion:
@@ -146,65 +151,60 @@ def timestep_embedding(t, dim, timesteps):
     args = (t.float() * (1000 / timesteps))[:, None] * freqs[None]                    # (B, half)
     return torch.cat([args.sin(), args.cos()], dim=1)                                 # (B, dim)
 
-
 class Preconditioning(nn.Module):
-    """Turns the network's output F into the noise prediction, so that F has a unit-scale target at every
-    noise level (Karras et al. 2022, "Elucidating the design space", eq. 7 in DDPM's variables). With
-    s_t = sqrt((1 - abar_t) / abar_t) and y = x_t / sqrt(abar_t) = x_0 + s_t eps:
-        eps = s y / (s^2 + sd^2) - sd / sqrt(s^2 + sd^2) F,     sd = the data's std (a unit sine's, 1/sqrt(2)).
-    Near t = 0, F is just -eps; near t = T, eps is almost x_t itself and F says where x_0 is (F ~ x_0 / sd).
-    Why: x_0 = y - s eps, so an error in a raw network's eps is s_t times larger in x_0, and s_t reaches
+    """Turns the network's output `out` into the noise prediction, so that `out` has a unit-scale target at
+    every noise level (Karras et al. 2022, "Elucidating the design space", eq. 7 in DDPM's variables). With
+    the noise-to-signal ratio r_t = sqrt((1 - abar_t) / abar_t) and y = x_t / sqrt(abar_t) = x_0 + r_t eps:
+        eps = r y / (r^2 + sd^2) - sd / sqrt(r^2 + sd^2) out,     sd = the data's std (a unit sine's, 1/sqrt(2)).
+    Near t = 0, out is just -eps; near t = T, eps is almost x_t itself and out says where x_0 is (out ~ x_0 / sd).
+    Why: x_0 = y - r eps, so an error in a raw network's eps is r_t times larger in x_0, and r_t reaches
     thousands near t = T. Measured here (same MLP and budget, without it): waves 4 % too small on average
     and 5 % of them not clean sines (R^2 < 0.95); with it, 0.3 % and none. A network whose output is 0
     is already the exact denoiser of Gaussian data with std sd (tests/test_metrics.py)."""
 
-    def __init__(self, timesteps, schedule, sd=math.sqrt(0.5)):
+    def __init__(self, schedule, sd=math.sqrt(0.5)):
         super().__init__()
-        abar = make_schedule(timesteps, schedule)["alpha_bars"]
-        self.register_buffer("s", ((1 - abar) / abar).sqrt(), persistent=False)  # (T,)
+        abar = schedule["alpha_bars"]
+        self.register_buffer("ratio", ((1 - abar) / abar).sqrt(), persistent=False)  # (T,) r_t
         self.sd = sd
 
     def forward(self, out, x, t):
-        s = self.s[t][:, None]                                                    # (B, 1)
-        y = x * (1 + s ** 2).sqrt()                                               # x_t / sqrt(abar_t)
-        return s * y / (s ** 2 + self.sd ** 2) - self.sd / (s ** 2 + self.sd ** 2).sqrt() * out
-
+        r = self.ratio[t][:, None]                                                # (B, 1)
+        y = x * (1 + r ** 2).sqrt()                                               # x_t / sqrt(abar_t)
+        return r * y / (r ** 2 + self.sd ** 2) - self.sd / (r ** 2 + self.sd ** 2).sqrt() * out
 
 class Block(nn.Module):
     """Residual block: x + W2 silu(W1 silu(LayerNorm(x)) + time), with a linear skip when the width changes.
-    The LayerNorm keeps every block's input at one scale, whatever the noise level: faster, steadier training."""
+    The LayerNorm keeps every block's input at one scale, whatever the noise level: steadier training."""
 
     def __init__(self, d_in, d_out, d_time):
         super().__init__()
+        self.norm = nn.LayerNorm(d_in)
         self.lin1, self.lin2 = nn.Linear(d_in, d_out), nn.Linear(d_out, d_out)
         self.time = nn.Linear(d_time, d_out)                       # time enters every block
         self.skip = nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
-        self.norm = nn.LayerNorm(d_in)
 
     def forward(self, x, temb):
         return self.skip(x) + self.lin2(F.silu(self.lin1(F.silu(self.norm(x))) + self.time(temb)))
-
 
 class MLP(nn.Module):
     """The whole wave in, the whole noise out: every layer sees all 64 samples, nothing tells it that
     neighbours are related; it has to learn that from data (compare the UNet's convolutions)."""
 
-    def __init__(self, width=256, blocks=3, timesteps=100, schedule="linear", d_time=64):
+    def __init__(self, width, blocks, schedule):
         super().__init__()
-        self.precond = Preconditioning(timesteps, schedule)
-        self.timesteps, self.d_time = timesteps, d_time
-        self.time = nn.Sequential(nn.Linear(d_time, width), nn.SiLU())
+        self.precond, self.timesteps = Preconditioning(schedule), len(schedule["betas"])
+        self.time = nn.Sequential(nn.Linear(TIME_DIM, width), nn.SiLU())
         self.inp = nn.Linear(LENGTH, width)
         self.blocks = nn.ModuleList([Block(width, width, width) for _ in range(blocks)])
         self.out = nn.Linear(width, LENGTH)
 
     def forward(self, x, t):
-        temb = self.time(timestep_embedding(t, self.d_time, self.timesteps))  # (B, width)
+        temb = self.time(timestep_embedding(t, TIME_DIM, self.timesteps))      # (B, width)
         h = self.inp(x)                                                         # (B, 64) -> (B, width)
         for block in self.blocks:
             h = block(h, temb)
         return self.precond(self.out(F.silu(h)), x, t)                          # (B, 64)
-
 
 class ConvBlock(nn.Module):
     """Residual conv block (as in DDPM's U-Net): GroupNorm, SiLU, conv; add the time; again; add the input."""
@@ -220,19 +220,17 @@ class ConvBlock(nn.Module):
         h = self.conv1(F.silu(self.norm1(x))) + self.time(temb)[:, :, None]   # (B, C, L) + (B, C, 1)
         return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
 
-
 class UNet(nn.Module):
     """1-D U-Net: the encoder halves the length 64 -> 32 -> 16 -> 8 while widening the channels, so each
     value sees more of the wave; the decoder doubles it back, and skip connections hand each scale's
     features to the decoder at the same length, so fine detail is not lost in the bottleneck."""
 
-    def __init__(self, channels=32, timesteps=100, schedule="linear", d_time=64):
+    def __init__(self, channels, schedule):
         super().__init__()
-        self.precond = Preconditioning(timesteps, schedule)
-        self.timesteps, self.d_time = timesteps, d_time
+        self.precond, self.timesteps = Preconditioning(schedule), len(schedule["betas"])
         cs = [channels, 2 * channels, 3 * channels, 4 * channels]           # at lengths 64, 32, 16, 8
-        self.time = nn.Sequential(nn.Linear(d_time, 4 * channels), nn.SiLU())
-        d = 4 * channels
+        d = 4 * channels                                                     # width of the time embedding
+        self.time = nn.Sequential(nn.Linear(TIME_DIM, d), nn.SiLU())
         self.inp = nn.Conv1d(1, cs[0], 3, padding=1)
         self.down = nn.ModuleList([ConvBlock(a, a, d) for a in cs[:-1]])
         self.pool = nn.ModuleList([nn.Conv1d(a, b, 3, stride=2, padding=1) for a, b in zip(cs[:-1], cs[1:])])
@@ -242,7 +240,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(8, cs[0]), nn.SiLU(), nn.Conv1d(cs[0], 1, 3, padding=1))
 
     def forward(self, x, t):
-        temb = self.time(timestep_embedding(t, self.d_time, self.timesteps))  # (B, 4C)
+        temb = self.time(timestep_embedding(t, TIME_DIM, self.timesteps))      # (B, 4C)
         h = self.inp(x[:, None])                                                # (B, 64) -> (B, 1, 64) -> (B, C, 64)
         skips = []
         for block, pool in zip(self.down, self.pool):                          # lengths 64 -> 32 -> 16 -> 8
@@ -255,23 +253,20 @@ class UNet(nn.Module):
             h = self.up[i](torch.cat([h, skips.pop()], dim=1), temb)          # skip joins the same length
         return self.precond(self.out(h)[:, 0], x, t)                            # (B, 1, 64) -> (B, 64)
 
-
-def build_model(kind, cfg=None):
-    cfg = cfg or Config()
+def build_model(kind, cfg, schedule):
+    """The network of cfg for this schedule (the preconditioning reads its alpha_bars)."""
     if kind == "mlp":
-        return MLP(cfg.width, cfg.blocks, cfg.timesteps, cfg.schedule)
+        return MLP(cfg.width, cfg.blocks, schedule)
     if kind == "unet":
-        return UNet(cfg.channels, cfg.timesteps, cfg.schedule)
+        return UNet(cfg.channels, schedule)
     raise ValueError(f"unknown model {kind!r}")
 
 
 # -----------------------------------------------------------------------------
 # Training: DDPM Algorithm 1
 
-
 class DivergedError(RuntimeError):
     pass
-
 
 def diffusion_loss(model, x0, schedule, generator=None):
     """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2."""
@@ -279,12 +274,11 @@ def diffusion_loss(model, x0, schedule, generator=None):
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
 
-
 def train(model, data, schedule, cfg, generator=None, log=print):
     """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     lr_at = lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     losses = torch.zeros(cfg.steps, device=data.device)       # kept on the device: no sync per step
     start = time.perf_counter()
     for i in range(cfg.steps):
@@ -293,7 +287,7 @@ def train(model, data, schedule, cfg, generator=None, log=print):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
+        lr_schedule.step()
         losses[i] = loss.detach()
         if (i + 1) % cfg.log_every == 0 or i + 1 == cfg.steps:
             recent = losses[max(0, i + 1 - cfg.log_every): i + 1].mean().item()  # the only sync
@@ -308,27 +302,29 @@ def train(model, data, schedule, cfg, generator=None, log=print):
 # -----------------------------------------------------------------------------
 # Sampling: DDPM Algorithm 2 and DDIM
 
-
 @torch.no_grad()
-def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=(LENGTH,),
+def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
            clip=None, trajectory=None):
-    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM clips its predicted x0 to
-    [-clip, clip] if clip is given. trajectory, if a list, collects x after every step (on the CPU)."""
+    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM takes `steps` of the T steps
+    and clips its predicted x0 to [-clip, clip] if clip is given. trajectory, if a list, collects x after
+    every step (on the CPU)."""
     device = schedule["betas"].device
     T = len(schedule["betas"])
-    x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
-    if trajectory is not None:
-        trajectory.append(x.cpu())
     if sampler == "ddpm":
         ts = list(range(T - 1, -1, -1))                                      # T-1, ..., 0
         eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]
         inv_sqrt_alphas = schedule["alphas"].rsqrt()
         sigmas = schedule["posterior_variance"].sqrt()                     # sigma_t^2 = beta~_t, 0 at t=0
-    else:
+    elif sampler == "ddim":
         ts = torch.linspace(T - 1, 0, steps or T).round().long().tolist()  # "trailing": T-1 ... 0
         abar = schedule["alpha_bars"][ts]
         abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
         sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm' or 'ddim'")
+    x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
+    if trajectory is not None:
+        trajectory.append(x.cpu())
     # t is a Python int: indexing a schedule tensor with it is a view, never a GPU -> CPU sync (.item())
     for i, t in enumerate(ts):
         eps = model(x, torch.full((n,), t, device=device))                # (n, ...) predicted noise
@@ -353,29 +349,29 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
 
 W_GRID = torch.arange(0.5, 8.0, 0.005, dtype=torch.float64)                   # (W,) candidate frequencies
 
-
 def fit_sines(y):
     """Least squares y ~ a sin(w x) + b cos(w x) + c, for every w on W_GRID at once, keeping the best w.
     For fixed w the fit is linear: with Q an orthonormal basis of the columns [sin, cos, 1] (QR), the fitted
     part of y is Q Q^T y, so the residual is |y|^2 - |Q^T y|^2 and the best w maximises |Q^T y|^2.
     Returns R^2 = 1 - SSE / SST, the frequency w and the amplitude sqrt(a^2 + b^2), each (n,)."""
-    y = y.double().cpu()
-    design = torch.stack([torch.sin(W_GRID[:, None] * X), torch.cos(W_GRID[:, None] * X),
-                          torch.ones(len(W_GRID), LENGTH, dtype=torch.float64)], dim=2)  # (W, 64, 3)
-    Q = torch.linalg.qr(design).Q                                                  # (W, 64, 3)
-    best = torch.cat([torch.einsum("wlk,nl->nwk", Q, chunk).pow(2).sum(2).argmax(1)  # (n,) best w index
-                      for chunk in y.split(500)])
-    coef = (torch.linalg.pinv(design[best]) @ y[:, :, None])[:, :, 0]              # (n, 3, 64) @ (n, 64, 1) -> (n, 3)
-    resid = y - (design[best] @ coef[:, :, None])[:, :, 0]                         # (n, 64)
+    y = y.double().cpu()                                                            # (n, 64)
+    basis = torch.stack([torch.sin(W_GRID[:, None] * X), torch.cos(W_GRID[:, None] * X),
+                         torch.ones(len(W_GRID), LENGTH, dtype=torch.float64)], dim=2)  # (W, 64, 3)
+    Q = torch.linalg.qr(basis).Q                                                    # (W, 64, 3)
+    explained = torch.cat([torch.einsum("wlk,nl->nwk", Q, chunk).pow(2).sum(2)    # |Q^T y|^2: (n, W)
+                           for chunk in y.split(500)])
+    best = explained.argmax(1)                                                      # (n,) index of the best w
+    coef = (torch.linalg.pinv(basis[best]) @ y[:, :, None])[:, :, 0]               # (n, 3, 64) @ (n, 64, 1) -> (n, 3)
+    fitted = (basis[best] @ coef[:, :, None])[:, :, 0]                             # (n, 64)
+    sse = (y - fitted).pow(2).sum(1)
     sst = (y - y.mean(1, keepdim=True)).pow(2).sum(1)
-    return 1 - resid.pow(2).sum(1) / sst, W_GRID[best], coef[:, :2].norm(dim=1)
-
+    amplitude = coef[:, :2].norm(dim=1)                                             # sqrt(a^2 + b^2)
+    return 1 - sse / sst, W_GRID[best], amplitude
 
 def wasserstein1(a, b):
     """1-D Wasserstein distance: the mean gap between the two quantile functions."""
     q = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000
     return (torch.quantile(a, q) - torch.quantile(b, q)).abs().mean().item()
-
 
 def evaluate(samples, generator=None):
     """Shape: R^2 of each sample's best sine fit (median; shares at >= 0.99 and >= 0.95); real waves score 1.
@@ -389,21 +385,232 @@ def evaluate(samples, generator=None):
                 amp_w1=wasserstein1(amp, ref_amp) / ref_amp.mean().item(),
                 amp_ratio=(amp.mean() / ref_amp.mean()).item())
 
+QUALITY = {"r2_median": "median R^2 of sine fit", "r2_099": "share R^2 >= 0.99", "r2_095": "share R^2 >= 0.95",
+           "freq_w1": "frequency W1 / 4", "amp_w1": "amplitude W1 / mean", "amp_ratio": "mean amplitude ratio"}
 
-# -----------------------------------------------------------------------------
-# Plots
 
+# =============================================================================
+# Running the lesson: command line, checkpoints, files and figures. Nothing below teaches diffusion;
+# skip it unless you want to change how the script is run.
+# =============================================================================
 
-def save(fig, path):
+PROG = "diffusion_sine.py"  # the name in messages (not from __file__: a notebook cell has none)
+DESCRIPTION = "DDPM on 1-D sine waves of length 64."
+MODELS = ("mlp", "unet")
+SAVED = ("model", "timesteps", "schedule", "width", "blocks", "channels",  # what --load takes
+         "steps", "batch_size", "lr", "warmup")                                      # from the checkpoint
+
+def main(argv=None):
+    if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
+        argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
+    try:
+        return run(parse_args(argv))
+    except (UsageError, DivergedError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(e, UsageError) else 1)
+    except OSError as e:  # a folder or file that cannot be written
+        print(f"{PROG}: error: cannot write {e.filename} ({e.strerror}); pick another --out", file=sys.stderr)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; files already saved are intact", file=sys.stderr)
+        raise SystemExit(130)
+
+def run(cfg):
+    # ---- seeding: one generator per use, so --load samples exactly what the training run sampled ---------
+    torch.manual_seed(cfg.seed)                                         # initial weights
+    device = pick_device(cfg.device)
+    data_gen = torch.Generator().manual_seed(cfg.seed)                 # the training set
+    train_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # batches, t and noise in training
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # x_T and z in sampling
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
+
+    check_numpy()
+    ckpt = load_checkpoint(cfg) if cfg.load else None                   # sets cfg's SAVED keys
+    if cfg.sampler == "ddim" and cfg.sample_steps > cfg.timesteps:
+        raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
+    os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
+    open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError
+    os.remove(os.path.join(cfg.out, ".write-test"))                     # ends in one line, see main)
+    schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
+    schedule = {name: value.to(device) for name, value in schedule.items()}
+    model = build_model(cfg.model, cfg, schedule).to(device)
+    check_memory(cfg, model, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"config: {asdict(cfg)}\ndevice: {device}")
+    print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t=T: {schedule['alpha_bars'][-1]:.2e}")
+    data = make_data(cfg.num_train, data_gen).to(device)
+
+    losses, train_time = torch.zeros(0), 0.0
+    if ckpt is None:
+        start = time.perf_counter()
+        losses = train(model, data, schedule, cfg, train_gen).cpu()
+        train_time = time.perf_counter() - start
+        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
+        print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
+    else:
+        model.load_state_dict(ckpt["model"])
+        print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
+
+    model.eval()
+    print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
+    start = time.perf_counter()
+    traj = [] if cfg.plots else None
+    samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
+                     eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
+    sample_time = time.perf_counter() - start
+    if not torch.isfinite(samples).all():
+        raise DivergedError("sampling produced NaN/inf; the model is broken, retrain with a smaller --lr")
+    print(f"sampled in {sample_time:.2f}s")
+
+    scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
+    quality = evaluate(scored, eval_gen)
+    real = evaluate(make_data(len(scored), eval_gen), eval_gen)
+    print(f"quality{'generated':>27}   real data")
+    for key, label in QUALITY.items():
+        print(f"  {label:22} {quality[key]:9.4f}   {real[key]:9.4f}")
+    metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
+                   steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
+                   device=str(device), sampler=cfg.sampler, model=cfg.model)
+    save_results(cfg.out, samples, metrics, losses)
+    if cfg.plots:
+        plot_all(cfg.out, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
+                 samples, traj, cfg.gif)
+    print(f"outputs in {cfg.out}/")
+    return metrics
+
+# ---- the command line: one flag per Config field ----------------------------------------------------------
+
+class UsageError(Exception):
+    pass
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 2, instead of usage text
+        raise UsageError(f"{message} (see --help)")
+
+def parse_args(argv):
+    """Config from command-line flags, one per Config field. A flag left out takes the field's default, or
+    its default for the chosen --model where the field names one (as in steps: unet=2000)."""
+    p = Parser(prog=PROG, description=DESCRIPTION)
+    for f in fields(Config):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        default = "".join([str(f.default) if f.default != "" else "none"] + [f", {m} {meta[m]}" for m in MODELS if m in meta])
+        if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
+            p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
+                           action="store_false" if f.default else "store_true", help=meta["help"])
+        else:
+            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {default})",
+                           type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))
+    args = vars(p.parse_args(argv))
+    for f in fields(Config):  # in order, so --model (the first field) is known before its recipe is used
+        if args[f.name] is None:
+            args[f.name] = f.metadata.get(args["model"], f.default)
+    return Config(**args)
+
+def number(kind, low=None, high=None):
+    """Parser of a flag's value: a number of this kind, positive, or within [low, high] where given."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if not (value > 0 if low is None else value >= low) or high is not None and value > high:
+            bounds = "positive" if low is None else f"at least {low}" + (f" and at most {high}" if high else "")
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
+        return value
+    return parse
+
+# ---- the machine: device, numpy, memory ------------------------------------------------------------------
+
+def pick_device(name):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for, but MPS is not available here; use --device cpu")
+    return torch.device(name)
+
+def check_numpy():
+    """torch before 2.3 was built for numpy 1 and cannot hand tensors to numpy 2: say so before a long run."""
+    try:
+        torch.zeros(1).numpy()
+    except RuntimeError:
+        raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
+                         "pip install 'numpy<2' (or torch>=2.3)")
+
+def check_memory(cfg, model, device):
+    """Refuse a size whose tensors cannot fit in memory, with what it would need, rather than hang or crash.
+    Per example: every layer's output (a forward pass holds them all, training also their gradients)."""
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, inputs, out: outputs.append(out.numel())) for m in model.modules()]
+    with torch.no_grad():
+        model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
+    for hook in hooks:
+        hook.remove()
+    per_example, per_point = 4 * sum(outputs), 8 * math.prod(SHAPE)           # float32 layers, float64 data
+    trajectory = (cfg.timesteps + 1) * per_point if cfg.plots else 0           # x after every sampling step
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")       # RAM (Apple's GPU shares it)
+    else:
+        return                                                                  # no way to ask: no check
+    for flag, n, each in [("--batch-size", cfg.batch_size, 3 * per_example), ("--num-train", cfg.num_train, 3 * per_point),
+                          ("--num-samples", cfg.num_samples, per_example + trajectory + 3 * per_point)]:
+        if n * each > have:
+            raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
+                             f"{have / 2**30:.1f} GiB here; ask for fewer")
+
+# ---- files: output folder, checkpoint, results -----------------------------------------------------------
+
+def save_checkpoint(path, model, cfg, schedule):
+    tmp = path + ".tmp"
+    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(),
+                    schedule={name: value.cpu() for name, value in schedule.items()}), tmp)
+    os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
+
+def load_checkpoint(cfg):
+    """The checkpoint's weights and schedule; the settings it was trained with (SAVED) replace cfg's."""
+    if not os.path.isfile(cfg.load):
+        raise UsageError(f"--load {cfg.load}: no such file; train first (without --load) to create one")
+    try:
+        ckpt = torch.load(cfg.load, map_location="cpu", weights_only=True)
+        assert ckpt["script"] == PROG
+        saved = Config(**ckpt["config"])
+    except Exception:
+        raise UsageError(f"--load {cfg.load}: not a checkpoint of {PROG}; pass a model.pt it wrote")
+    for key in SAVED:
+        setattr(cfg, key, getattr(saved, key))
+    return ckpt
+
+def save_results(out, samples, metrics, losses):
+    np.save(os.path.join(out, "samples.npy"), samples.numpy())
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    if len(losses):
+        np.savetxt(os.path.join(out, "loss.csv"), np.c_[np.arange(1, len(losses) + 1), losses.numpy()],
+                   delimiter=",", header="step,loss", comments="", fmt=["%d", "%.6f"])
+
+# ---- figures ------------------------------------------------------------------------------------------------
+
+def save(fig, out, name):
     fig.set_layout_engine("constrained")  # room for titles, labels and a suptitle
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(os.path.join(out, name), dpi=110, bbox_inches="tight")
     plt.close(fig)
 
+def plot_loss(out, losses):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
+    k = max(1, len(losses) // 50)
+    ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
+           title="Training loss (DDPM Algorithm 1)")
+    ax.legend()
+    save(fig, out, "loss.png")
 
 def wave(ax, y, title="", color="C0", **kw):
     ax.plot(X.numpy(), y, color=color, **kw)
     ax.set(title=title, ylim=(-1.6, 1.6), xlim=(0, 2 * math.pi))
-
 
 def plot_all(out, data, schedule, losses, samples, traj, gif):
     T = len(schedule["betas"])
@@ -421,17 +628,10 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     axes[0].set_ylabel("value")
     axes[0].legend(loc="lower left", fontsize=8)
     fig.suptitle("Forward process: one sine wave dissolves into N(0, I) noise")
-    save(fig, os.path.join(out, "forward.png"))
+    save(fig, out, "forward.png")
 
     if len(losses):  # none after --load
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
-        k = max(1, len(losses) // 50)
-        ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
-        ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
-               title="Training loss (DDPM Algorithm 1)")
-        ax.legend()
-        save(fig, os.path.join(out, "loss.png"))
+        plot_loss(out, losses)
 
     r2, freq, _ = fit_sines(samples[:16])
     fig = plt.figure(figsize=(15, 6.5))
@@ -447,8 +647,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
         sub.suptitle(f"{name} waves" + (" (title: fit of a sin + b cos + c)" if name == "generated" else ""))
         sub.supxlabel("position x (radians)")
         sub.supylabel("value")
-    fig.savefig(os.path.join(out, "samples.png"), dpi=110)
-    plt.close(fig)
+    save(fig, out, "samples.png")
 
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the wave forms late
     fig, axes = plt.subplots(1, len(snaps), figsize=(16, 3.2), sharey=True)
@@ -458,7 +657,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
         ax.set(xlabel="position x (radians)", ylim=(-3.5, 3.5))
     axes[0].set_ylabel("value")
     fig.suptitle("Reverse process: from noise x_T to three generated waves x_0")
-    save(fig, os.path.join(out, "reverse.png"))
+    save(fig, out, "reverse.png")
 
     if gif:
         from matplotlib.animation import FuncAnimation, PillowWriter
@@ -473,182 +672,6 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
             ax.set_title(f"reverse process: step {i} of {len(traj) - 1}")
         FuncAnimation(fig, update, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
         plt.close(fig)
-
-
-# -----------------------------------------------------------------------------
-# Command line
-
-
-PROG = "diffusion_sine.py"  # the name in messages (not from __file__: a notebook cell has none)
-
-
-class UsageError(Exception):
-    pass
-
-
-def positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-        return value
-    return parse
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit status 2, instead of usage text
-        raise UsageError(f"{message} (see --help)")
-
-
-def parse_args(argv):
-    c = Config()
-    p = Parser(prog=PROG, description="DDPM on 1-D sine waves of length 64.")
-    p.add_argument("--model", choices=["mlp", "unet"], default=c.model, help="noise-prediction network")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=c.device, help="where to run")
-    recipe = lambda key: "default: " + ", ".join(f"{m} {r[key]}" for m, r in RECIPES.items())
-    p.add_argument("--steps", type=positive(int), help=f"optimizer steps ({recipe('steps')})")
-    p.add_argument("--batch-size", type=positive(int), help=f"waves per step ({recipe('batch_size')})")
-    p.add_argument("--lr", type=positive(float), help=f"peak learning rate ({recipe('lr')})")
-    p.add_argument("--timesteps", type=positive(int), default=c.timesteps, help="diffusion steps T")
-    p.add_argument("--schedule", choices=["linear", "cosine"], default=c.schedule, help="beta schedule")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default=c.sampler, help="reverse process")
-    p.add_argument("--sample-steps", type=positive(int), default=c.sample_steps, help="DDIM steps (<= T)")
-    p.add_argument("--num-samples", type=positive(int), default=c.num_samples, help="waves to generate")
-    p.add_argument("--seed", type=int, default=c.seed, help="random seed (same seed, same samples on CPU)")
-    p.add_argument("--out", default=c.out, help="output folder")
-    p.add_argument("--load", default=c.load, help="checkpoint to sample from, skipping training")
-    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the figures")
-    p.add_argument("--gif", action="store_true", help="also animate the reverse process (reverse.gif)")
-    args = vars(p.parse_args(argv))
-    for key, value in RECIPES[args["model"]].items():  # the chosen model's recipe fills what was not given
-        args[key] = value if args[key] is None else args[key]
-    cfg = Config(**args)
-    if cfg.timesteps < 2:
-        raise UsageError("--timesteps must be at least 2")
-    return cfg
-
-
-def pick_device(name):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps was asked for, but MPS is not available here; use --device cpu")
-    return torch.device(name)
-
-
-def load_checkpoint(path, cfg):
-    if not os.path.isfile(path):
-        raise UsageError(f"--load {path}: no such file; train first (without --load) to create one")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        assert ckpt["script"] == "diffusion_sine"
-    except Exception:
-        raise UsageError(f"--load {path}: not a checkpoint of diffusion_sine.py; pass a model.pt it wrote")
-    saved = Config(**ckpt["config"])
-    for key in ("model", "timesteps", "schedule", "width", "blocks", "channels",  # the architecture
-                "steps", "batch_size", "lr", "warmup"):                 # how it was trained (for the record)
-        setattr(cfg, key, getattr(saved, key))
-    return ckpt["model"]
-
-
-def save_checkpoint(path, model, cfg, schedule):
-    tmp = path + ".tmp"
-    torch.save(dict(script="diffusion_sine", config=asdict(cfg), model=model.state_dict(),
-                    schedule={k: v.cpu() for k, v in schedule.items()}), tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
-
-
-def run(cfg):
-    # ---- seeding: one generator per use, so --load samples exactly what the training run sampled ---------
-    torch.manual_seed(cfg.seed)                                         # initial weights
-    device = pick_device(cfg.device)
-    data_gen = torch.Generator().manual_seed(cfg.seed)                 # the training set
-    train_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # batches, t and noise in training
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # x_T and z in sampling
-    eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
-
-    state = load_checkpoint(cfg.load, cfg) if cfg.load else None
-    if cfg.sampler == "ddim" and cfg.sample_steps > cfg.timesteps:
-        raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
-    try:
-        os.makedirs(cfg.out, exist_ok=True)
-        with open(os.path.join(cfg.out, ".write-test"), "w"):
-            pass
-        os.remove(os.path.join(cfg.out, ".write-test"))
-    except OSError as e:
-        raise UsageError(f"--out {cfg.out}: cannot write there ({e.strerror}); pick another folder")
-
-    print(f"config: {asdict(cfg)}\ndevice: {device}")
-    schedule = make_schedule(cfg.timesteps, cfg.schedule, device)
-    data = make_data(cfg.num_train, data_gen).to(device)
-    model = build_model(cfg.model, cfg).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t=T: {schedule['alpha_bars'][-1]:.2e}")
-
-    losses, train_time = torch.zeros(0), 0.0
-    if state is None:
-        start = time.perf_counter()
-        losses = train(model, data, schedule, cfg, train_gen).cpu()
-        train_time = time.perf_counter() - start
-        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
-        print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
-    else:
-        model.load_state_dict(state)
-        print(f"loaded {cfg.load}")
-
-    model.eval()
-    start = time.perf_counter()
-    traj = [] if cfg.plots else None
-    samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
-                     eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
-    sample_time = time.perf_counter() - start
-    if not torch.isfinite(samples).all():
-        raise DivergedError("sampling produced NaN/inf; the model is broken, retrain with a smaller --lr")
-
-    quality, real = evaluate(samples, eval_gen), evaluate(make_data(cfg.num_samples, eval_gen), eval_gen)
-    print(f"sampled {cfg.num_samples} waves with {cfg.sampler} in {sample_time:.2f}s")
-    print("quality                  generated   real data")
-    for key, label in [("r2_median", "median R^2 of sine fit"), ("r2_099", "share R^2 >= 0.99"),
-                       ("r2_095", "share R^2 >= 0.95"), ("freq_w1", "frequency W1 / 4"),
-                       ("amp_w1", "amplitude W1 / mean"), ("amp_ratio", "mean amplitude ratio")]:
-        print(f"  {label:22} {quality[key]:9.4f}   {real[key]:9.4f}")
-
-    np.save(os.path.join(cfg.out, "samples.npy"), samples.numpy())
-    metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
-                   steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
-                   device=str(device), sampler=cfg.sampler, model=cfg.model)
-    with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    if len(losses):
-        np.savetxt(os.path.join(cfg.out, "loss.csv"), np.c_[np.arange(1, len(losses) + 1), losses.numpy()],
-                   delimiter=",", header="step,loss", comments="", fmt=["%d", "%.6f"])
-    if cfg.plots:
-        plot_all(cfg.out, data[:16].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
-                 samples, traj, cfg.gif)
-    print(f"outputs in {cfg.out}/")
-    return metrics
-
-
-def main(argv=None):
-    if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
-        argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
-    try:
-        return run(parse_args(argv))
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        raise SystemExit(2)
-    except DivergedError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        raise SystemExit(1)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; files already saved are intact", file=sys.stderr)
-        raise SystemExit(130)
-
 
 if __name__ == "__main__":
     main()

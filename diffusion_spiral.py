@@ -4,6 +4,10 @@ What it teaches: how a diffusion model turns Gaussian noise into data. Noise is 
 by step (the forward process), a small network learns to predict that noise (the training loss), and
 running the steps backwards from pure noise draws new spiral points (the reverse process, DDPM or DDIM).
 
+Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling,
+evaluation. Below the ruler "Running the lesson" come the command line, files and figures: plumbing,
+not needed to understand diffusion.
+
 Run it:
     python diffusion_spiral.py                      # MLP, trains in seconds on a laptop CPU
     python diffusion_spiral.py --model unet         # a U-shaped MLP for points
@@ -22,7 +26,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,50 +35,54 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
-# Config: every knob, and its defaults are the default run
+# Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
+# --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive).
 
+def knob(default, help, **flag):
+    return field(default=default, metadata=dict(help=help, **flag))
 
 @dataclass
 class Config:
-    model: str = "mlp"          # "mlp" or "unet"
-    device: str = "auto"        # auto picks cuda, then mps, then cpu
-    steps: int = 2000           # optimizer steps
-    batch_size: int = 512       # points per step: the loss averages over many t, so its gradient is steadier
-    lr: float = 2e-3            # peak learning rate of AdamW, reached after a short warm-up ...
-    warmup: int = 100           # ... then cosine decay to zero: a cold finish, like an EMA of the weights
-    timesteps: int = 100        # T, number of noising steps
-    schedule: str = "cosine"    # "cosine" spends more of the T steps at low noise, where the spiral forms;
-                                # "linear" (scaled for T) leaves several times more stray points
-    sampler: str = "ddpm"       # "ddpm" (ancestral, T steps) or "ddim" (deterministic, any number of steps)
-    sample_steps: int = 20      # DDIM steps
-    eta: float = 0.0            # DDIM noise: 0 deterministic, 1 like DDPM
-    clip: float = 2.5           # DDIM clips its predicted x0 to [-clip, clip]; the spiral lies within 2.1
-    num_samples: int = 2000     # points to generate
-    num_train: int = 100_000    # size of the training set (a fresh draw of the spiral)
-    noise: float = 0.01         # std of the jitter on spiral points, in normalised units
-    width: int = 128            # MLP width
-    unet_width: int = 96        # the UNet's widths are 2x, 1x, 0.5x this: 192 -> 96 -> 48 -> 96 -> 192
-    blocks: int = 3             # MLP residual blocks
-    seed: int = 0
-    log_every: int = 300        # print progress (and look at the loss, one sync) every so many steps
-    out: str = os.path.join("outputs", "diffusion_spiral")
-    load: str = ""              # checkpoint to sample from, skipping training
-    plots: bool = True
-    gif: bool = False
+    model: str = knob("mlp", "noise-prediction network", choices=("mlp", "unet"))
+    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
+    steps: int = knob(2000, "optimizer steps")
+    batch_size: int = knob(512, "points per step: the loss averages over many t, so its gradient is steadier")
+    lr: float = knob(2e-3, "peak learning rate of AdamW, reached after --warmup steps, then cosine decay to 0")
+    warmup: int = knob(100, "warm-up steps; the cold finish of the decay works like an EMA of the weights")
+    timesteps: int = knob(100, "T, the number of noising steps", min=2)
+    schedule: str = knob("cosine", "beta schedule: cosine spends more steps at low noise, where the spiral "
+                         "forms; linear (scaled for T) leaves several times more stray points", choices=("cosine", "linear"))
+    sampler: str = knob("ddpm", "reverse process: ddpm (ancestral, T steps) or ddim (any number of steps)",
+                        choices=("ddpm", "ddim"))
+    sample_steps: int = knob(20, "DDIM steps (at most T)")
+    eta: float = knob(0.0, "DDIM noise: 0 deterministic, 1 as much noise as DDPM", min=0)
+    clip: float = knob(2.5, "DDIM clips its predicted x0 to [-clip, clip]; the spiral lies within 2.1")
+    num_samples: int = knob(2000, "points to generate and score")
+    num_train: int = knob(100_000, "size of the training set (a fresh draw of the spiral)")
+    noise: float = knob(0.01, "std of the jitter on spiral points, in normalised units", min=0)
+    width: int = knob(128, "MLP width")
+    unet_width: int = knob(96, "the UNet's widths are 2x, 1x, 0.5x this: 192 -> 96 -> 48 -> 96 -> 192")
+    blocks: int = knob(3, "MLP residual blocks")
+    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 4)
+    log_every: int = knob(300, "print progress (and read the loss back, one sync) every so many steps")
+    out: str = knob(os.path.join("outputs", "diffusion_spiral"), "output folder")
+    load: str = knob("", "checkpoint to sample from, skipping training (its model, T and schedule win)")
+    plots: bool = knob(True, "draw the figures")
+    gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
 
 
 # -----------------------------------------------------------------------------
 # Data: a spiral, angle = 4 pi sqrt(u), radius = angle (two turns, points evenly spaced along the arc)
 
+SHAPE = (2,)         # one data point
 SCALE = 2 * math.pi  # E[r^2] = E[angle^2] = 8 pi^2, so dividing by 2 pi gives each coordinate mean square 1
-
 
 def make_data(n, generator=None, noise=Config.noise):
     """n spiral points, float32 (n, 2), normalised: the forward process mixes data with N(0, I) noise,
     so data at the noise's scale keeps every step of the schedule equally useful."""
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     angle = 4 * math.pi * u.sqrt()                                             # (n,)
-    points = angle[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)   # (n, 2)
+    points = angle[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)   # (n, 1) * (n, 2) -> (n, 2)
     points = points / SCALE + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
     return points.float()
 
@@ -82,28 +90,27 @@ def make_data(n, generator=None, noise=Config.noise):
 # -----------------------------------------------------------------------------
 # Noise schedule: beta_t for t = 0..T-1 (code index t is the paper's step t+1)
 
-
-def make_schedule(timesteps=100, kind="cosine", device="cpu"):
-    """Everything the forward and reverse processes need, precomputed once (float64, stored float32)."""
+def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"):
+    """Everything the forward and reverse processes need, computed once (float64, stored float32)."""
     if kind == "linear":
         # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
         # 1e-3..0.2 at T=100 ends at alpha_bar = 2e-5. Unscaled, 1e-4..0.02 at T=100 would leave
-        # alpha_bar_T = 0.36, so x_T would still be 60 % spiral, yet sampling starts from pure noise.
+        # alpha_bar_T = 0.36, so x_T would still be 60 % data, yet sampling starts from pure noise.
         scale = 1000 / timesteps
         betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
         betas = betas.clamp(max=0.999)         # for T <= 20 the top betas would reach 1 (abar_t = 0) or more
     elif kind == "cosine":
-        # alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) pi/2)   (Improved DDPM eq. 17)
-        s = 0.008
+        # alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t/T + offset) / (1 + offset)) pi/2)   (Improved DDPM eq. 17)
+        offset = 0.008
         steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
-        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
         betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)                  # beta_t = 1 - abar_t / abar_{t-1}
     else:
         raise ValueError(f"unknown schedule {kind!r}")
     alphas = 1 - betas
     alpha_bars = torch.cumprod(alphas, dim=0)                          # abar_t = prod_{s<=t} alpha_s
     alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t=0
-    s = dict(
+    schedule = dict(
         betas=betas,
         alphas=alphas,
         alpha_bars=alpha_bars,
@@ -115,12 +122,11 @@ def make_schedule(timesteps=100, kind="cosine", device="cpu"):
         posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
         posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t=0: no noise last
     )
-    return {k: v.float().to(device) for k, v in s.items()}
+    return {name: value.float().to(device) for name, value in schedule.items()}
 
 
 # -----------------------------------------------------------------------------
 # Forward process
-
 
 def q_sample(x0, t, noise, schedule):
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps   (DDPM eq. 4); t is (B,) of step indices."""
@@ -132,6 +138,7 @@ def q_sample(x0, t, noise, schedule):
 # -----------------------------------------------------------------------------
 # Models: (x_t, t) -> predicted noise eps, same shape as x_t
 
+TIME_DIM = 64  # size of the sinusoidal step embedding
 
 def timestep_embedding(t, dim, timesteps):
     """Sinusoidal embedding of the step (Transformer-style). t is rescaled to 0..1000 as in improved-diffusion:
@@ -141,43 +148,46 @@ def timestep_embedding(t, dim, timesteps):
     args = (t.float() * (1000 / timesteps))[:, None] * freqs[None]                    # (B, half)
     return torch.cat([args.sin(), args.cos()], dim=1)                                 # (B, dim)
 
-
-def fourier_features(x, n_freqs=6):
-    """[x, sin(2^k pi x), cos(2^k pi x)]: a plain MLP draws smooth blobs; these let it draw thin curves."""
-    freqs = 2.0 ** torch.arange(n_freqs, device=x.device) * math.pi                   # (F,)
-    args = (x[:, :, None] * freqs).flatten(1)                                         # (B, 2F)
-    return torch.cat([x, args.sin(), args.cos()], dim=1)                              # (B, 2 + 4F)
-
-
 class Block(nn.Module):
-    """Residual block: x + W2 silu(W1 silu(x) + time), with a linear skip when the width changes."""
+    """Residual block: x + W2 silu(W1 silu(LayerNorm(x)) + time), with a linear skip when the width changes.
+    The LayerNorm keeps every block's input at one scale, whatever the noise level: steadier training."""
 
     def __init__(self, d_in, d_out, d_time):
         super().__init__()
+        self.norm = nn.LayerNorm(d_in)
         self.lin1, self.lin2 = nn.Linear(d_in, d_out), nn.Linear(d_out, d_out)
         self.time = nn.Linear(d_time, d_out)                       # time enters every block
         self.skip = nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
 
     def forward(self, x, temb):
-        return self.skip(x) + self.lin2(F.silu(self.lin1(F.silu(x)) + self.time(temb)))
+        return self.skip(x) + self.lin2(F.silu(self.lin1(F.silu(self.norm(x))) + self.time(temb)))
 
+FREQS = 6                          # Fourier frequencies 2^k pi, k < FREQS
+FEATURES = 2 + 2 * 2 * FREQS       # x itself, then sin and cos of both coordinates at every frequency
+
+def fourier_features(x):
+    """[x, sin(2^k pi x), cos(2^k pi x)]: a plain MLP draws smooth blobs; these let it draw thin curves."""
+    freqs = 2.0 ** torch.arange(FREQS, device=x.device) * math.pi                     # (FREQS,)
+    args = (x[:, :, None] * freqs).flatten(1)                                         # (B, 2, FREQS) -> (B, 2 FREQS)
+    return torch.cat([x, args.sin(), args.cos()], dim=1)                              # (B, FEATURES)
 
 class MLP(nn.Module):
-    def __init__(self, width=128, blocks=3, timesteps=100, d_time=32):
+    """Residual MLP on the point's Fourier features, with the step's embedding in every block."""
+
+    def __init__(self, width, blocks, timesteps):
         super().__init__()
-        self.timesteps, self.d_time = timesteps, d_time
-        self.time = nn.Sequential(nn.Linear(d_time, width), nn.SiLU())
-        self.inp = nn.Linear(2 + 4 * 6, width)
+        self.timesteps = timesteps
+        self.time = nn.Sequential(nn.Linear(TIME_DIM, width), nn.SiLU())
+        self.inp = nn.Linear(FEATURES, width)
         self.blocks = nn.ModuleList([Block(width, width, width) for _ in range(blocks)])
         self.out = nn.Linear(width, 2)
 
     def forward(self, x, t):
-        temb = self.time(timestep_embedding(t, self.d_time, self.timesteps))  # (B, width)
+        temb = self.time(timestep_embedding(t, TIME_DIM, self.timesteps))      # (B, width)
         h = self.inp(fourier_features(x))                                       # (B, width)
         for block in self.blocks:
             h = block(h, temb)
-        return self.out(F.silu(h))
-
+        return self.out(F.silu(h))                                              # (B, 2)
 
 class UNet(nn.Module):
     """A U-Net for points. What carries over from the image U-Net: an encoder that narrows (192 -> 96 -> 48),
@@ -185,19 +195,19 @@ class UNet(nn.Module):
     there is no space to downsample (a point is one 2-vector), so "narrowing" is fewer features, not fewer
     pixels, and there are no convolutions: every layer sees the whole point."""
 
-    def __init__(self, width=128, timesteps=100, d_time=32):
+    def __init__(self, width, timesteps):
         super().__init__()
-        self.timesteps, self.d_time = timesteps, d_time
+        self.timesteps = timesteps
         widths = [2 * width, width, width // 2]
-        self.time = nn.Sequential(nn.Linear(d_time, widths[0]), nn.SiLU())
-        self.inp = nn.Linear(2 + 4 * 6, widths[0])
+        self.time = nn.Sequential(nn.Linear(TIME_DIM, widths[0]), nn.SiLU())
+        self.inp = nn.Linear(FEATURES, widths[0])
         self.down = nn.ModuleList([Block(a, b, widths[0]) for a, b in zip(widths[:-1], widths[1:])])
         self.mid = Block(widths[-1], widths[-1], widths[0])
         self.up = nn.ModuleList([Block(b, a, widths[0]) for a, b in zip(widths[:-1], widths[1:])][::-1])
         self.out = nn.Linear(widths[0], 2)
 
     def forward(self, x, t):
-        temb = self.time(timestep_embedding(t, self.d_time, self.timesteps))  # (B, 2w)
+        temb = self.time(timestep_embedding(t, TIME_DIM, self.timesteps))      # (B, 2w)
         h = self.inp(fourier_features(x))                                       # (B, 2w)
         skips = [h]
         for block in self.down:                                                 # 2w -> w -> w/2
@@ -206,25 +216,22 @@ class UNet(nn.Module):
         h = self.mid(h, temb)
         for block in self.up:                                                   # w/2 -> w -> 2w
             h = block(h + skips.pop(), temb)                                    # skip joins the same width
-        return self.out(F.silu(h + skips.pop()))
+        return self.out(F.silu(h + skips.pop()))                                # (B, 2)
 
-
-def build_model(kind, cfg=None):
-    cfg = cfg or Config()
+def build_model(kind, cfg, schedule):
+    """The network of cfg for this schedule (only its length T matters here)."""
     if kind == "mlp":
-        return MLP(cfg.width, cfg.blocks, cfg.timesteps)
+        return MLP(cfg.width, cfg.blocks, len(schedule["betas"]))
     if kind == "unet":
-        return UNet(cfg.unet_width, cfg.timesteps)
+        return UNet(cfg.unet_width, len(schedule["betas"]))
     raise ValueError(f"unknown model {kind!r}")
 
 
 # -----------------------------------------------------------------------------
 # Training: DDPM Algorithm 1
 
-
 class DivergedError(RuntimeError):
     pass
-
 
 def diffusion_loss(model, x0, schedule, generator=None):
     """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2."""
@@ -232,12 +239,11 @@ def diffusion_loss(model, x0, schedule, generator=None):
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
 
-
 def train(model, data, schedule, cfg, generator=None, log=print):
     """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     lr_at = lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     losses = torch.zeros(cfg.steps, device=data.device)       # kept on the device: no sync per step
     start = time.perf_counter()
     for i in range(cfg.steps):
@@ -246,7 +252,7 @@ def train(model, data, schedule, cfg, generator=None, log=print):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
+        lr_schedule.step()
         losses[i] = loss.detach()
         if (i + 1) % cfg.log_every == 0 or i + 1 == cfg.steps:
             recent = losses[max(0, i + 1 - cfg.log_every): i + 1].mean().item()  # the only sync
@@ -261,27 +267,29 @@ def train(model, data, schedule, cfg, generator=None, log=print):
 # -----------------------------------------------------------------------------
 # Sampling: DDPM Algorithm 2 and DDIM
 
-
 @torch.no_grad()
-def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=(2,),
+def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
            clip=None, trajectory=None):
-    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM clips its predicted x0 to
-    [-clip, clip] if clip is given. trajectory, if a list, collects x after every step (on the CPU)."""
+    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM takes `steps` of the T steps
+    and clips its predicted x0 to [-clip, clip] if clip is given. trajectory, if a list, collects x after
+    every step (on the CPU)."""
     device = schedule["betas"].device
     T = len(schedule["betas"])
-    x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
-    if trajectory is not None:
-        trajectory.append(x.cpu())
     if sampler == "ddpm":
         ts = list(range(T - 1, -1, -1))                                      # T-1, ..., 0
         eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]
         inv_sqrt_alphas = schedule["alphas"].rsqrt()
         sigmas = schedule["posterior_variance"].sqrt()                     # sigma_t^2 = beta~_t, 0 at t=0
-    else:
+    elif sampler == "ddim":
         ts = torch.linspace(T - 1, 0, steps or T).round().long().tolist()  # "trailing": T-1 ... 0
         abar = schedule["alpha_bars"][ts]
         abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
         sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm' or 'ddim'")
+    x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
+    if trajectory is not None:
+        trajectory.append(x.cpu())
     # t is a Python int: indexing a schedule tensor with it is a view, never a GPU -> CPU sync (.item())
     for i, t in enumerate(ts):
         eps = model(x, torch.full((n,), t, device=device))                # (n, ...) predicted noise
@@ -304,11 +312,9 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
 # -----------------------------------------------------------------------------
 # Evaluation: how close are generated points to the spiral, and do they cover all of it?
 
-
 def nearest_distance(a, b, chunk=2048):
     """For each row of a, the distance to the nearest row of b."""
     return torch.cat([torch.cdist(a[i:i + chunk], b).min(dim=1).values for i in range(0, len(a), chunk)])
-
 
 def evaluate(points, generator=None):
     """Precision: distance from each point to the nearest of 20,000 fresh real points, relative to the data's
@@ -317,158 +323,41 @@ def evaluate(points, generator=None):
     points = points.double().cpu()
     ref = make_data(20_000, generator).double()
     rms = (ref - ref.mean(0)).pow(2).sum(1).mean().sqrt()
-    d = nearest_distance(points, ref) / rms
+    dist = nearest_distance(points, ref) / rms
     real_a, real_b = make_data(len(points), generator).double(), make_data(len(points), generator).double()
     recall = nearest_distance(real_a, points).median() / nearest_distance(real_a, real_b).median()
-    return dict(median=d.median().item(), p90=d.quantile(0.9).item(),
-                outliers=(d > 0.1).double().mean().item(), recall=recall.item())
+    return dict(median=dist.median().item(), p90=dist.quantile(0.9).item(),
+                outliers=(dist > 0.1).double().mean().item(), recall=recall.item())
+
+QUALITY = {"median": "median distance", "p90": "90th pct dist.", "outliers": "outliers >10%",
+           "recall": "recall (1=even)"}
 
 
-# -----------------------------------------------------------------------------
-# Plots
-
-
-def save(fig, path):
-    fig.set_layout_engine("constrained")  # room for titles, labels and a suptitle
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def scatter(ax, x, title, color="C0"):
-    ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5, color=color)
-    ax.set(title=title, xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xlabel="x", ylabel="y")
-
-
-def plot_all(out, data, schedule, losses, samples, traj, gif):
-    x0 = data[:2000]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.4))
-    g = torch.Generator().manual_seed(0)
-    T = len(schedule["betas"])
-    for ax, t in zip(axes, [0, T // 10, 3 * T // 10, T - 1]):
-        t_ = torch.full((len(x0),), t)
-        xt = q_sample(x0, t_, torch.randn(x0.shape, generator=g), schedule)
-        scatter(ax, xt, f"x_t at t = {t + 1}: signal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
-    fig.suptitle("Forward process: the spiral dissolves into N(0, I) noise")
-    save(fig, os.path.join(out, "forward.png"))
-
-    if len(losses):  # none after --load
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
-        k = max(1, len(losses) // 50)
-        ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
-        ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
-               title="Training loss (DDPM Algorithm 1)")
-        ax.legend()
-        save(fig, os.path.join(out, "loss.png"))
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
-    scatter(axes[0], data[: len(samples)], f"original spiral ({len(samples)} points)", "C1")
-    scatter(axes[1], samples, f"generated from noise ({len(samples)} points)")
-    save(fig, os.path.join(out, "samples.png"))
-
-    snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
-    fig, axes = plt.subplots(1, len(snaps), figsize=(3.2 * len(snaps), 3.6))
-    for ax, i in zip(axes, snaps):
-        scatter(ax, traj[i], f"after {i} of {len(traj) - 1} steps")
-    fig.suptitle("Reverse process: from noise x_T to samples x_0")
-    save(fig, os.path.join(out, "reverse.png"))
-
-    if gif:
-        from matplotlib.animation import FuncAnimation, PillowWriter
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        dots = ax.scatter(traj[0][:, 0], traj[0][:, 1], s=1)
-        ax.set(xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xlabel="x", ylabel="y")
-        frames = list(range(len(traj))) + [len(traj) - 1] * 15           # hold the last frame
-        def update(i):
-            dots.set_offsets(traj[i].numpy())
-            ax.set_title(f"reverse process: step {i} of {len(traj) - 1}")
-        FuncAnimation(fig, update, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
-        plt.close(fig)
-
-
-# -----------------------------------------------------------------------------
-# Command line
-
+# =============================================================================
+# Running the lesson: command line, checkpoints, files and figures. Nothing below teaches diffusion;
+# skip it unless you want to change how the script is run.
+# =============================================================================
 
 PROG = "diffusion_spiral.py"  # the name in messages (not from __file__: a notebook cell has none)
+DESCRIPTION = "DDPM on a 2-D spiral."
+MODELS = ("mlp", "unet")
+SAVED = ("model", "timesteps", "schedule", "width", "unet_width", "blocks", "noise",  # what --load takes
+         "steps", "batch_size", "lr", "warmup")                                      # from the checkpoint
 
-
-class UsageError(Exception):
-    pass
-
-
-def positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-        return value
-    return parse
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit status 2, instead of usage text
-        raise UsageError(f"{message} (see --help)")
-
-
-def parse_args(argv):
-    c = Config()
-    p = Parser(prog=PROG, description="DDPM on a 2-D spiral.")
-    p.add_argument("--model", choices=["mlp", "unet"], default=c.model, help="noise-prediction network")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=c.device, help="where to run")
-    p.add_argument("--steps", type=positive(int), default=c.steps, help="optimizer steps")
-    p.add_argument("--batch-size", type=positive(int), default=c.batch_size, help="points per step")
-    p.add_argument("--lr", type=positive(float), default=c.lr, help="peak learning rate")
-    p.add_argument("--timesteps", type=positive(int), default=c.timesteps, help="diffusion steps T")
-    p.add_argument("--schedule", choices=["linear", "cosine"], default=c.schedule, help="beta schedule")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default=c.sampler, help="reverse process")
-    p.add_argument("--sample-steps", type=positive(int), default=c.sample_steps, help="DDIM steps (<= T)")
-    p.add_argument("--num-samples", type=positive(int), default=c.num_samples, help="points to generate")
-    p.add_argument("--seed", type=int, default=c.seed, help="random seed (same seed, same samples on CPU)")
-    p.add_argument("--out", default=c.out, help="output folder")
-    p.add_argument("--load", default=c.load, help="checkpoint to sample from, skipping training")
-    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the figures")
-    p.add_argument("--gif", action="store_true", help="also animate the reverse process (reverse.gif)")
-    cfg = Config(**vars(p.parse_args(argv)))
-    if cfg.timesteps < 2:
-        raise UsageError("--timesteps must be at least 2")
-    return cfg
-
-
-def pick_device(name):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps was asked for, but MPS is not available here; use --device cpu")
-    return torch.device(name)
-
-
-def load_checkpoint(path, cfg):
-    if not os.path.isfile(path):
-        raise UsageError(f"--load {path}: no such file; train first (without --load) to create one")
+def main(argv=None):
+    if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
+        argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        assert ckpt["script"] == "diffusion_spiral"
-    except Exception:
-        raise UsageError(f"--load {path}: not a checkpoint of diffusion_spiral.py; pass a model.pt it wrote")
-    saved = Config(**ckpt["config"])
-    for key in ("model", "timesteps", "schedule", "width", "unet_width", "blocks", "noise",  # model and data
-                "steps", "batch_size", "lr", "warmup"):                  # how it was trained (for the record)
-        setattr(cfg, key, getattr(saved, key))
-    return ckpt["model"]
-
-
-def save_checkpoint(path, model, cfg, schedule):
-    tmp = path + ".tmp"
-    torch.save(dict(script="diffusion_spiral", config=asdict(cfg), model=model.state_dict(),
-                    schedule={k: v.cpu() for k, v in schedule.items()}), tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
-
+        return run(parse_args(argv))
+    except (UsageError, DivergedError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(e, UsageError) else 1)
+    except OSError as e:  # a folder or file that cannot be written
+        print(f"{PROG}: error: cannot write {e.filename} ({e.strerror}); pick another --out", file=sys.stderr)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; files already saved are intact", file=sys.stderr)
+        raise SystemExit(130)
 
 def run(cfg):
     # ---- seeding: one generator per use, so --load samples exactly what the training run sampled ---------
@@ -479,36 +368,35 @@ def run(cfg):
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # x_T and z in sampling
     eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
 
-    state = load_checkpoint(cfg.load, cfg) if cfg.load else None
+    check_numpy()
+    ckpt = load_checkpoint(cfg) if cfg.load else None                   # sets cfg's SAVED keys
     if cfg.sampler == "ddim" and cfg.sample_steps > cfg.timesteps:
         raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
-    try:
-        os.makedirs(cfg.out, exist_ok=True)
-        with open(os.path.join(cfg.out, ".write-test"), "w"):
-            pass
-        os.remove(os.path.join(cfg.out, ".write-test"))
-    except OSError as e:
-        raise UsageError(f"--out {cfg.out}: cannot write there ({e.strerror}); pick another folder")
-
-    print(f"config: {asdict(cfg)}\ndevice: {device}")
-    schedule = make_schedule(cfg.timesteps, cfg.schedule, device)
-    data = make_data(cfg.num_train, data_gen, cfg.noise).to(device)
-    model = build_model(cfg.model, cfg).to(device)
+    os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
+    open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError
+    os.remove(os.path.join(cfg.out, ".write-test"))                     # ends in one line, see main)
+    schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
+    schedule = {name: value.to(device) for name, value in schedule.items()}
+    model = build_model(cfg.model, cfg, schedule).to(device)
+    check_memory(cfg, model, device)
     n_params = sum(p.numel() for p in model.parameters())
+    print(f"config: {asdict(cfg)}\ndevice: {device}")
     print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t=T: {schedule['alpha_bars'][-1]:.2e}")
+    data = make_data(cfg.num_train, data_gen, cfg.noise).to(device)
 
     losses, train_time = torch.zeros(0), 0.0
-    if state is None:
+    if ckpt is None:
         start = time.perf_counter()
         losses = train(model, data, schedule, cfg, train_gen).cpu()
         train_time = time.perf_counter() - start
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
         print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
     else:
-        model.load_state_dict(state)
+        model.load_state_dict(ckpt["model"])
         print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
 
     model.eval()
+    print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
     start = time.perf_counter()
     traj = [] if cfg.plots else None
     samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
@@ -516,45 +404,195 @@ def run(cfg):
     sample_time = time.perf_counter() - start
     if not torch.isfinite(samples).all():
         raise DivergedError("sampling produced NaN/inf; the model is broken, retrain with a smaller --lr")
+    print(f"sampled in {sample_time:.2f}s")
 
-    quality, real = evaluate(samples, eval_gen), evaluate(make_data(cfg.num_samples, eval_gen, cfg.noise), eval_gen)
-    print(f"sampled {cfg.num_samples} points with {cfg.sampler} in {sample_time:.2f}s")
-    print("quality            generated   real data")
-    for key, label in [("median", "median distance"), ("p90", "90th pct dist."), ("outliers", "outliers >10%"),
-                       ("recall", "recall (1=even)")]:
-        print(f"  {label:16} {quality[key]:9.4f}   {real[key]:9.4f}")
-
-    np.save(os.path.join(cfg.out, "samples.npy"), samples.numpy())
+    scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
+    quality = evaluate(scored, eval_gen)
+    real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen)
+    print(f"quality{'generated':>27}   real data")
+    for key, label in QUALITY.items():
+        print(f"  {label:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model)
-    with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    if len(losses):
-        np.savetxt(os.path.join(cfg.out, "loss.csv"), np.c_[np.arange(1, len(losses) + 1), losses.numpy()],
-                   delimiter=",", header="step,loss", comments="", fmt=["%d", "%.6f"])
+    save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
         plot_all(cfg.out, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
                  samples, traj, cfg.gif)
     print(f"outputs in {cfg.out}/")
     return metrics
 
+# ---- the command line: one flag per Config field ----------------------------------------------------------
 
-def main(argv=None):
-    if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
-        argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
+class UsageError(Exception):
+    pass
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 2, instead of usage text
+        raise UsageError(f"{message} (see --help)")
+
+def parse_args(argv):
+    """Config from command-line flags, one per Config field. A flag left out takes the field's default, or
+    its default for the chosen --model where the field names one (as in steps: unet=2000)."""
+    p = Parser(prog=PROG, description=DESCRIPTION)
+    for f in fields(Config):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        default = "".join([str(f.default) if f.default != "" else "none"] + [f", {m} {meta[m]}" for m in MODELS if m in meta])
+        if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
+            p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
+                           action="store_false" if f.default else "store_true", help=meta["help"])
+        else:
+            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {default})",
+                           type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))
+    args = vars(p.parse_args(argv))
+    for f in fields(Config):  # in order, so --model (the first field) is known before its recipe is used
+        if args[f.name] is None:
+            args[f.name] = f.metadata.get(args["model"], f.default)
+    return Config(**args)
+
+def number(kind, low=None, high=None):
+    """Parser of a flag's value: a number of this kind, positive, or within [low, high] where given."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if not (value > 0 if low is None else value >= low) or high is not None and value > high:
+            bounds = "positive" if low is None else f"at least {low}" + (f" and at most {high}" if high else "")
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
+        return value
+    return parse
+
+# ---- the machine: device, numpy, memory ------------------------------------------------------------------
+
+def pick_device(name):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for, but MPS is not available here; use --device cpu")
+    return torch.device(name)
+
+def check_numpy():
+    """torch before 2.3 was built for numpy 1 and cannot hand tensors to numpy 2: say so before a long run."""
     try:
-        return run(parse_args(argv))
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        raise SystemExit(2)
-    except DivergedError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        raise SystemExit(1)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; files already saved are intact", file=sys.stderr)
-        raise SystemExit(130)
+        torch.zeros(1).numpy()
+    except RuntimeError:
+        raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
+                         "pip install 'numpy<2' (or torch>=2.3)")
 
+def check_memory(cfg, model, device):
+    """Refuse a size whose tensors cannot fit in memory, with what it would need, rather than hang or crash.
+    Per example: every layer's output (a forward pass holds them all, training also their gradients)."""
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, inputs, out: outputs.append(out.numel())) for m in model.modules()]
+    with torch.no_grad():
+        model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
+    for hook in hooks:
+        hook.remove()
+    per_example, per_point = 4 * sum(outputs), 8 * math.prod(SHAPE)           # float32 layers, float64 data
+    trajectory = (cfg.timesteps + 1) * per_point if cfg.plots else 0           # x after every sampling step
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")       # RAM (Apple's GPU shares it)
+    else:
+        return                                                                  # no way to ask: no check
+    for flag, n, each in [("--batch-size", cfg.batch_size, 3 * per_example), ("--num-train", cfg.num_train, 3 * per_point),
+                          ("--num-samples", cfg.num_samples, per_example + trajectory + 3 * per_point)]:
+        if n * each > have:
+            raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
+                             f"{have / 2**30:.1f} GiB here; ask for fewer")
+
+# ---- files: output folder, checkpoint, results -----------------------------------------------------------
+
+def save_checkpoint(path, model, cfg, schedule):
+    tmp = path + ".tmp"
+    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(),
+                    schedule={name: value.cpu() for name, value in schedule.items()}), tmp)
+    os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
+
+def load_checkpoint(cfg):
+    """The checkpoint's weights and schedule; the settings it was trained with (SAVED) replace cfg's."""
+    if not os.path.isfile(cfg.load):
+        raise UsageError(f"--load {cfg.load}: no such file; train first (without --load) to create one")
+    try:
+        ckpt = torch.load(cfg.load, map_location="cpu", weights_only=True)
+        assert ckpt["script"] == PROG
+        saved = Config(**ckpt["config"])
+    except Exception:
+        raise UsageError(f"--load {cfg.load}: not a checkpoint of {PROG}; pass a model.pt it wrote")
+    for key in SAVED:
+        setattr(cfg, key, getattr(saved, key))
+    return ckpt
+
+def save_results(out, samples, metrics, losses):
+    np.save(os.path.join(out, "samples.npy"), samples.numpy())
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    if len(losses):
+        np.savetxt(os.path.join(out, "loss.csv"), np.c_[np.arange(1, len(losses) + 1), losses.numpy()],
+                   delimiter=",", header="step,loss", comments="", fmt=["%d", "%.6f"])
+
+# ---- figures ------------------------------------------------------------------------------------------------
+
+def save(fig, out, name):
+    fig.set_layout_engine("constrained")  # room for titles, labels and a suptitle
+    fig.savefig(os.path.join(out, name), dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+def plot_loss(out, losses):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
+    k = max(1, len(losses) // 50)
+    ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
+           title="Training loss (DDPM Algorithm 1)")
+    ax.legend()
+    save(fig, out, "loss.png")
+
+def scatter(ax, x, title, color="C0"):
+    ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5, color=color)
+    ax.set(title=title, xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xlabel="x", ylabel="y")
+
+def plot_all(out, data, schedule, losses, samples, traj, gif):
+    fig, axes = plt.subplots(1, 4, figsize=(15, 4.4))
+    g = torch.Generator().manual_seed(0)
+    T = len(schedule["betas"])
+    for ax, t in zip(axes, [0, T // 10, 3 * T // 10, T - 1]):
+        xt = q_sample(data, torch.full((len(data),), t), torch.randn(data.shape, generator=g), schedule)
+        scatter(ax, xt, f"x_t at t = {t + 1}: signal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
+    fig.suptitle("Forward process: the spiral dissolves into N(0, I) noise")
+    save(fig, out, "forward.png")
+
+    if len(losses):  # none after --load
+        plot_loss(out, losses)
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+    shown = samples[:len(data)]
+    scatter(axes[0], data[:len(shown)], f"original spiral ({len(shown)} points)", "C1")
+    scatter(axes[1], shown, f"generated from noise ({len(shown)} points)")
+    save(fig, out, "samples.png")
+
+    snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
+    fig, axes = plt.subplots(1, len(snaps), figsize=(3.2 * len(snaps), 3.6))
+    for ax, i in zip(axes, snaps):
+        scatter(ax, traj[i][:len(data)], f"after {i} of {len(traj) - 1} steps")
+    fig.suptitle("Reverse process: from noise x_T to samples x_0")
+    save(fig, out, "reverse.png")
+
+    if gif:
+        from matplotlib.animation import FuncAnimation, PillowWriter
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        dots = ax.scatter(traj[0][:len(data), 0], traj[0][:len(data), 1], s=1)
+        ax.set(xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xlabel="x", ylabel="y")
+        frames = list(range(len(traj))) + [len(traj) - 1] * 15           # hold the last frame
+        def update(i):
+            dots.set_offsets(traj[i][:len(data)].numpy())
+            ax.set_title(f"reverse process: step {i} of {len(traj) - 1}")
+        FuncAnimation(fig, update, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
+        plt.close(fig)
 
 if __name__ == "__main__":
     main()

@@ -1,70 +1,16 @@
-"""Shared fixtures for the benchmarks: the two lesson scripts, the devices, and honest CUDA timing."""
-import importlib
-import os
-import sys
-import time
-
+"""Fixtures for the benchmarks: models, devices and trained weights (the `script` fixture, shared with
+tests/, is in the root conftest.py; the timing helpers are in timing.py)."""
 import pytest
 import torch
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from timing import describe
 
-SCRIPTS = ["diffusion_spiral", "diffusion_sine"]
 MODELS = ["mlp", "unet"]
 DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                   reason="no CUDA GPU visible to torch on this machine")),
 ]
-
-
-def sync(device):
-    """CUDA runs asynchronously: wait for the queue to drain so a timer sees the real work."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device):
-    """Wrap fn so that the GPU is idle when the timer starts and finished when it stops."""
-    def run():
-        sync(device)
-        out = fn()
-        sync(device)
-        return out
-    return run
-
-
-def loop_efficiency(loop, model, x, t, steps, device, pairs=3, calls=20):
-    """(steps x one model forward) / one loop, each pair measured back to back so that both see the same
-    machine state (a shared CPU's speed drifts over a run); the median of `pairs` ratios."""
-    ratios = []
-    with torch.no_grad():
-        for _ in range(pairs):
-            sync(device)
-            start = time.perf_counter()
-            loop()
-            sync(device)
-            loop_time = time.perf_counter() - start
-            start = time.perf_counter()
-            for _ in range(calls):
-                model(x, t)
-            sync(device)
-            forward = (time.perf_counter() - start) / calls
-            ratios.append(steps * forward / loop_time)
-    return sorted(ratios)[len(ratios) // 2], forward
-
-
-def describe(device):
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-@pytest.fixture(params=SCRIPTS)
-def script(request):
-    return importlib.import_module(request.param)
 
 
 @pytest.fixture(params=MODELS)
@@ -83,7 +29,7 @@ def setup(script, kind, device, benchmark):
     model on the device; common extra_info filled in."""
     cfg = script.parse_args(["--model", kind])
     schedule = script.make_schedule(cfg.timesteps, cfg.schedule, device)
-    model = script.build_model(kind, cfg).to(device)
+    model = script.build_model(kind, cfg, schedule).to(device)
     benchmark.extra_info.update(device=describe(device), torch=torch.__version__,
                                 threads=torch.get_num_threads(),
                                 parameters=sum(p.numel() for p in model.parameters()))

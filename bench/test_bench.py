@@ -6,7 +6,7 @@ Run: pytest bench --benchmark-only     (see bench/README.md)
 import pytest
 import torch
 
-from conftest import loop_efficiency, timed
+from timing import loop_efficiency, timed
 
 TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
 NUM_SAMPLES = 1000    # batch of the sampling loops

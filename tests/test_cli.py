@@ -1,4 +1,5 @@
 """Each script end to end through main([...]) with tiny budgets: outputs, reproducibility, errors."""
+import dataclasses
 import hashlib
 import json
 import math
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, assert_one_line_error, data_shape, import_script, other_name, run_main
+from helpers import TINY, assert_one_line_error, data_shape, import_script, other_name, run_main
 
 OUTPUTS = ["model.pt", "samples.npy", "metrics.json", "loss.csv", "forward.png", "loss.png", "samples.png",
            "reverse.png"]
@@ -38,7 +39,7 @@ def test_run_writes_every_output(script, trained):
     loss = np.loadtxt(out / "loss.csv", delimiter=",", skiprows=1)
     assert loss.shape == (30, 2) and np.isfinite(loss).all()
     ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
-    assert ckpt["script"] == script.__name__ and "model" in ckpt and "config" in ckpt
+    assert ckpt["script"] == script.PROG and {"model", "config", "schedule"} <= ckpt.keys()
     assert trained["run"].stderr.strip() == ""
 
 
@@ -109,6 +110,14 @@ BAD_FLAGS = {
     "schedule-foo": (["--schedule", "quadratic"], "--schedule"),
     "unknown-flag": (["--epochs", "3"], "--epochs"),
     "ddim-steps-over-T": (["--sampler", "ddim", "--timesteps", "10", "--sample-steps", "20"], "--sample-steps"),
+    "sampler-misspelt": (["--sampler", "ddmp"], "--sampler"),
+    "eta-negative": (["--eta", "-0.5"], "--eta"),
+    "timesteps-1": (["--timesteps", "1"], "--timesteps"),
+    "seed-beyond-torch": (["--seed", "99999999999999999999"], "--seed"),      # torch takes seeds < 2**64
+    "seed-negative": (["--seed", "-1"], "--seed"),
+    "num-samples-beyond-memory": (["--num-samples", "300000000"], "GiB"),     # would hang or crash, not refuse
+    "batch-size-beyond-memory": (["--batch-size", "2000000000"], "GiB"),
+    "num-train-beyond-memory": (["--num-train", "100000000000"], "GiB"),
 }
 
 
@@ -118,6 +127,30 @@ def test_bad_flag_value(script, case, tmp_path):
     run = run_main(script, *TINY, *args, "--no-plots", "--out", tmp_path / "out")
     assert_one_line_error(run, 2, hint)
     assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_memory_refusal_names_the_flag(script, tmp_path):
+    """The refusal says which size is too large and how much memory it would need."""
+    run = run_main(script, *TINY, "--num-samples", "300000000", "--out", tmp_path)
+    line = assert_one_line_error(run, 2, "--num-samples 300000000 would need about")
+    assert float(line.split("about ")[1].split(" GiB")[0].replace(",", "")) > 24
+
+
+def test_sample_refuses_an_unknown_sampler(script):
+    """sample() itself, not only the command line: a misspelt name is an error, not a silent DDIM."""
+    with pytest.raises(ValueError, match="anything"):
+        script.sample(lambda x, t: x, 4, script.make_schedule(10), sampler="anything")
+
+
+def test_flags_are_the_config_and_the_model_recipe_fills_the_rest(script):
+    """No flags: exactly Config()'s defaults. --model unet: the fields that name a UNet default take it
+    (the sine's recipe), and a flag given explicitly wins over both."""
+    assert script.parse_args([]) == script.Config()
+    unet = script.parse_args(["--model", "unet"])
+    for f in dataclasses.fields(script.Config):
+        assert getattr(unet, f.name) == f.metadata.get("unet", f.default if f.name != "model" else "unet")
+    assert script.parse_args(["--model", "unet", "--steps", "7"]).steps == 7
+    assert script.parse_args(["--no-plots", "--gif"]).plots is False
 
 
 def test_missing_checkpoint(script, tmp_path):
@@ -135,7 +168,7 @@ def test_garbage_checkpoint(script, tmp_path):
 def test_bare_state_dict_is_foreign(script, tmp_path):
     """A valid torch file that this script did not write (a bare state_dict)."""
     path = tmp_path / "weights.pt"
-    torch.save(script.build_model("mlp", script.Config()).state_dict(), path)
+    torch.save(script.build_model("mlp", script.Config(), script.make_schedule()).state_dict(), path)
     run = run_main(script, *TINY, "--load", path, "--out", tmp_path / "out")
     assert_one_line_error(run, 2, "--load")
 

@@ -25,10 +25,11 @@ def test_training_loop_reads_back_only_to_log(script, monkeypatch):
     about the training loop itself.)"""
     monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
     cfg = script.Config(steps=20, log_every=10, batch_size=16)
-    model = script.build_model("mlp", cfg)
+    schedule = script.make_schedule(cfg.timesteps, cfg.schedule)
+    model = script.build_model("mlp", cfg, schedule)
     lines = []
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        script.train(model, script.make_data(64), script.make_schedule(cfg.timesteps), cfg,
+        script.train(model, script.make_data(64), schedule, cfg,
                      torch.Generator().manual_seed(0), log=lines.append)
     reads = sum(e.count for e in prof.key_averages() if e.key == "aten::item")
     assert len(lines) == 2 and reads == 2

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import gaussian_predictor, import_script
+from helpers import gaussian_predictor, import_script
 
 spiral, sine = import_script("diffusion_spiral"), import_script("diffusion_sine")
 
@@ -64,11 +64,11 @@ def test_zero_output_is_the_exact_denoiser_of_gaussian_data(kind):
     """Preconditioning: a network whose last layer outputs 0 predicts exactly the noise of data ~ N(0, sd^2),
     sd = the data's std, at every t (EDM's c_skip); the network only has to learn what differs from that."""
     cfg = sine.Config(model=kind)
-    model = sine.build_model(kind, cfg).eval()
+    schedule = sine.make_schedule(cfg.timesteps, cfg.schedule)
+    model = sine.build_model(kind, cfg, schedule).eval()
     last = model.out if kind == "mlp" else model.out[-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
-    schedule = sine.make_schedule(cfg.timesteps, cfg.schedule)
     exact = gaussian_predictor(sine, schedule, 0.0, model.precond.sd)
     x = 3 * torch.randn(cfg.timesteps, 64, generator=gen(0))
     t = torch.arange(cfg.timesteps)                                    # every t once

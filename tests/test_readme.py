@@ -1,10 +1,10 @@
-"""The README stays true to the code: its table of where each formula lives points at those lines, and its
-flag table lists every flag the scripts accept."""
+"""The README stays true to the code: its table of where each formula lives points at those lines, its
+flag table lists every flag the scripts accept, and its results tables give the parameter counts a run prints."""
 import re
 
 import pytest
 
-from conftest import ROOT, run_main
+from helpers import ROOT, run_main
 
 README = (ROOT / "README.md").read_text()
 
@@ -36,3 +36,16 @@ def test_flag_table_lists_every_flag(script):
     table = README[README.index("## Flags"):README.index("## What a run leaves")]
     missing = [f for f in sorted(flags) if f"`{f}" not in table]
     assert len(flags) > 10 and not missing, f"flags not in the README: {missing}"
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_results_table_parameter_count_is_what_a_run_prints(script, kind, tmp_path):
+    """The count a default-sized run prints (from the model it builds) is the one in the README's results."""
+    run = run_main(script, "--model", kind, "--steps", "1", "--batch-size", "8", "--num-samples", "8",
+                   "--no-plots", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    printed = re.search(r"([\d,]+) parameters", run.stdout).group(1)
+    name = script.__name__.removeprefix("diffusion_")
+    table = README[README.index(f"| {name} run |"):]
+    row = next(line for line in table.splitlines() if line.startswith(f"| {kind}, ddpm, trained |"))
+    assert row.split("|")[2].strip() == printed, f"README: {row.split('|')[2].strip()}, printed: {printed}"
