@@ -52,11 +52,11 @@ class Config:
     timesteps: int = knob(100, "T, the number of noising steps", min=2)
     schedule: str = knob("cosine", "beta schedule: cosine spends more steps at low noise, where the spiral "
                          "forms; linear (scaled for T) leaves several times more stray points", choices=("cosine", "linear"))
-    sampler: str = knob("ddpm", "reverse process: ddpm (ancestral, T steps) or ddim (any number of steps)",
-                        choices=("ddpm", "ddim"))
-    sample_steps: int = knob(20, "DDIM steps (at most T)")
+    sampler: str = knob("ddpm", "reverse process: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++, K steps)",
+                        choices=("ddpm", "ddim", "dpm"))
+    sample_steps: int = knob(20, "DDIM and DPM-Solver steps: network calls (at most T)")
     eta: float = knob(0.0, "DDIM noise: 0 deterministic, 1 as much noise as DDPM", min=0)
-    clip: float = knob(2.5, "DDIM clips its predicted x0 to [-clip, clip]; the spiral lies within 2.1")
+    clip: float = knob(2.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the spiral lies within 2.1")
     num_samples: int = knob(2000, "points to generate and score")
     num_train: int = knob(100_000, "size of the training set (a fresh draw of the spiral)")
     noise: float = knob(0.01, "std of the jitter on spiral points, in normalised units", min=0)
@@ -265,14 +265,14 @@ def train(model, data, schedule, cfg, generator=None, log=print):
 
 
 # -----------------------------------------------------------------------------
-# Sampling: DDPM Algorithm 2 and DDIM
+# Sampling: DDPM Algorithm 2, DDIM, and DPM-Solver++(2M), the second-order solver of the ODE DDIM solves
 
 @torch.no_grad()
 def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
            clip=None, trajectory=None):
-    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM takes `steps` of the T steps
-    and clips its predicted x0 to [-clip, clip] if clip is given. trajectory, if a list, collects x after
-    every step (on the CPU)."""
+    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM and DPM-Solver take `steps` of
+    the T steps and clip their predicted x0 to [-clip, clip] if clip is given. trajectory, if a list,
+    collects x after every step (on the CPU)."""
     device = schedule["betas"].device
     T = len(schedule["betas"])
     if sampler == "ddpm":
@@ -282,11 +282,27 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
         sigmas = schedule["posterior_variance"].sqrt()                     # sigma_t^2 = beta~_t, 0 at t=0
     elif sampler == "ddim":
         ts = torch.linspace(T - 1, 0, steps or T).round().long().tolist()  # "trailing": T-1 ... 0
+    elif sampler == "dpm":
+        # K steps that shrink towards t = 0, t ~ (T - K) (1 - i/K)^1.5 + (K - 1 - i): all distinct, T-1 ... 0.
+        # The second-order step extrapolates from the previous step, which needs neighbouring steps of similar
+        # size in lambda; DDIM's equal steps in t end with one three times longer (t = 11 -> 0 at T = 100,
+        # K = 10), where the extrapolation overshoots: spiral p90 12.7 % of the radius against 0.6 % here.
+        K = steps or T
+        u = torch.linspace(1, 0, K, dtype=torch.float64) ** 1.5
+        ts = ((T - K) * u).round().long().add(torch.arange(K - 1, -1, -1)).tolist()
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim' or 'dpm'")
+    if sampler != "ddpm":
         abar = schedule["alpha_bars"][ts]
         abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
         sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm' or 'ddim'")
+        # DPM-Solver++ in its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), and the time
+        # lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_next - lambda_i
+        lam = (abar / (1 - abar)).log() / 2
+        h = lam[1:] - lam[:-1]                                             # (K-1,); the last step's h is inf
+        w = torch.cat([h.new_zeros(1), h[1:] / (2 * h[:-1])])             # 1 / (2 r_i), r_i = h_{i-1} / h_i
+        ratio = ((1 - abar_prev) / (1 - abar)).sqrt()                     # sigma_next / sigma_i, 0 at the end
+        coef = abar_prev.sqrt() - ratio * abar.sqrt()                     # -alpha_next (e^-h - 1), 1 at the end
     x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
     if trajectory is not None:
         trajectory.append(x.cpu())
@@ -298,12 +314,22 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
             # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Alg. 2 line 4)
             x = inv_sqrt_alphas[t] * (x - eps_coef[t] * eps) + sigmas[t] * z
         else:
-            # predict x0, then step to abar_prev along the predicted noise direction   (DDIM eq. 12)
+            # predict x0 from x_t and eps: x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)   (DDIM eq. 12)
             x0_hat = (x - (1 - abar[i]).sqrt() * eps) / abar[i].sqrt()
             if clip is not None:  # near t=T, 1/sqrt(abar) (2000 for cosine) magnifies any error in eps
                 x0_hat = x0_hat.clamp(-clip, clip)
+        if sampler == "ddim":
+            # step to abar_prev along the predicted noise direction   (DDIM eq. 12)
             direction = (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
             x = abar_prev[i].sqrt() * x0_hat + direction + sigmas[i] * z
+        elif sampler == "dpm":
+            # DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the same ODE step as DDIM at eta = 0, but with
+            # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) x0_hat_prev, a second-order correction from the
+            # previous step's x0_hat, in place of x0_hat. First order (D = x0_hat, exactly DDIM) on the first
+            # step (no history yet) and on the last (h = inf: it lands on abar = 1 and returns x0_hat).
+            D = (1 + w[i]) * x0_hat - w[i] * x0_hat_prev if 0 < i < len(ts) - 1 else x0_hat
+            x = ratio[i] * x + coef[i] * D      # x_next = (sigma_next / sigma_i) x_i - alpha_next (e^-h_i - 1) D_i
+            x0_hat_prev = x0_hat
         if trajectory is not None:
             trajectory.append(x.cpu())
     return x
@@ -370,7 +396,7 @@ def run(cfg):
 
     check_numpy()
     ckpt = load_checkpoint(cfg) if cfg.load else None                   # sets cfg's SAVED keys
-    if cfg.sampler == "ddim" and cfg.sample_steps > cfg.timesteps:
+    if cfg.sampler != "ddpm" and cfg.sample_steps > cfg.timesteps:
         raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
     os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
     open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError

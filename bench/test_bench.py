@@ -10,7 +10,7 @@ from timing import loop_efficiency, timed
 
 TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
 NUM_SAMPLES = 1000    # batch of the sampling loops
-DDIM_STEPS = 20
+FEW_STEPS = 20       # DDIM and DPM-Solver steps
 
 
 def test_train_step(benchmark, script, kind, device, setup):
@@ -28,13 +28,13 @@ def test_train_step(benchmark, script, kind, device, setup):
     benchmark.extra_info.update(seconds_per_step=step, steps_per_second=1 / step, batch_size=cfg.batch_size)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm"])
 def test_sampling_loop(benchmark, script, kind, device, trained, sampler):
     cfg, schedule, model = trained
-    steps = DDIM_STEPS if sampler == "ddim" else cfg.timesteps
+    steps = cfg.timesteps if sampler == "ddpm" else FEW_STEPS
     gen = torch.Generator(device=device).manual_seed(0)
     benchmark.group = f"{script.__name__} {kind} sample {sampler} ({steps} steps, {NUM_SAMPLES} samples)"
-    loop = lambda: script.sample(model, NUM_SAMPLES, schedule, sampler, DDIM_STEPS, gen)
+    loop = lambda: script.sample(model, NUM_SAMPLES, schedule, sampler, FEW_STEPS, gen, clip=cfg.clip)
     benchmark.pedantic(timed(loop, device), rounds=3, warmup_rounds=1, iterations=1)
     if benchmark.disabled:
         return

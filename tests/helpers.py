@@ -135,38 +135,70 @@ def ddim_timesteps(T, steps):
     return np.round(np.linspace(T - 1, 0, steps)).astype(int)
 
 
+def dpm_timesteps(T, steps):
+    """The scripts' DPM-Solver spacing, written from its rule: t_i = round((T - K) (1 - i/(K-1))^1.5) + K-1-i."""
+    K = steps
+    return np.round((T - K) * np.linspace(1, 0, K) ** 1.5).astype(int) + np.arange(K - 1, -1, -1)
+
+
 def gaussian_recursion(alpha_bars, mu, s, sampler="ddpm", steps=None, m=0.0, V=1.0, timesteps=None):
     """Mean and std of the sampler's output for data N(mu, s^2), exact, float64.
     x0_hat = A x + B with A = sqrt(abar) s^2 / v, B = (1 - abar) mu / v, v = abar s^2 + 1 - abar.
     DDPM (sigma_t^2 = beta~_t): x_{t-1} = c0 x0_hat + ct x_t + sigma_t z with the posterior coefficients.
     DDIM (eta = 0): x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps_hat, the last step to abar = 1.
-    Then m <- K m + c0 B, V <- K^2 V + sigma^2, K = c0 A + ct.
-    DDIM visits the scripts' timesteps (ddim_timesteps) unless `timesteps` lists others."""
+    DPM-Solver++(2M), from Lu et al.'s Algorithm 2 in its own variables (alpha = sqrt(abar), sigma =
+    sqrt(1 - abar), lambda = log(alpha / sigma), h = lambda_next - lambda):
+    x_next = (sigma_next / sigma) x - alpha_next (e^-h - 1) D, D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev,
+    r = h_prev / h, first order (D = x0_hat) on the first and the last step. D depends on the previous x0_hat,
+    so the state is the pair (x, x0_hat_prev): mean vector M, covariance C, updated as M <- L M + c,
+    C <- L C L^T + noise. DDIM and DPM visit the scripts' timesteps unless `timesteps` lists others."""
     abar = np.asarray(alpha_bars, dtype=np.float64)
     T = len(abar)
     if sampler == "ddpm":
         ts = np.arange(T - 1, -1, -1)
         prevs = [abar[t - 1] if t > 0 else 1.0 for t in ts]
     else:
-        ts = ddim_timesteps(T, steps or T) if timesteps is None else np.asarray(timesteps)
+        spacing = dpm_timesteps if sampler == "dpm" else ddim_timesteps
+        ts = spacing(T, steps or T) if timesteps is None else np.asarray(timesteps)
         prevs = list(abar[ts[1:]]) + [1.0]
-    for t, ap in zip(ts, prevs):
+    lam = lambda a: math.log(math.sqrt(a) / math.sqrt(1 - a)) if a < 1 else math.inf
+    mean, cov = np.array([m, 0.0]), np.array([[V, 0.0], [0.0, 0.0]])
+    h_prev = None
+    for i, (t, ap) in enumerate(zip(ts, prevs)):
         at = abar[t]
         v = at * s ** 2 + 1 - at
         A, B = math.sqrt(at) * s ** 2 / v, (1 - at) * mu / v
+        var, w = 0.0, 0.0
         if sampler == "ddpm":
             alpha = at / ap
             c0 = (1 - alpha) * math.sqrt(ap) / (1 - at)
             ct = (1 - ap) * math.sqrt(alpha) / (1 - at)
             var = (1 - alpha) * (1 - ap) / (1 - at)
-        else:
+        elif sampler == "ddim":
             # eps_hat = (x - sqrt(at) x0_hat) / sqrt(1 - at)
             ct = math.sqrt((1 - ap) / (1 - at))
             c0 = math.sqrt(ap) - ct * math.sqrt(at)
-            var = 0.0
-        K = c0 * A + ct
-        m, V = K * m + c0 * B, K ** 2 * V + var
-    return m, math.sqrt(V)
+        else:
+            h = lam(ap) - lam(at)
+            ct = math.sqrt(1 - ap) / math.sqrt(1 - at)
+            c0 = -math.sqrt(ap) * (math.exp(-h) - 1)
+            if 0 < i < len(ts) - 1:
+                w = 1 / (2 * (h_prev / h))
+            h_prev = h
+        # x' = ct x + c0 ((1 + w) x0_hat - w x0_hat_prev), x0_hat_prev' = x0_hat, x0_hat = A x + B
+        L = np.array([[ct + c0 * (1 + w) * A, -c0 * w], [A, 0.0]])
+        mean = L @ mean + np.array([c0 * (1 + w) * B, B])
+        cov = L @ cov @ L.T + np.array([[var, 0.0], [0.0, 0.0]])
+    return mean[0], math.sqrt(cov[0, 0])
+
+
+def ode_solution(alpha_bars, mu, s, m=0.0, V=1.0):
+    """The probability-flow ODE's exact output for data N(mu, s^2), started from x_T ~ N(m, V) and run to
+    abar = 1: along the ODE, (x_t - sqrt(abar_t) mu) / sqrt(v_t) is constant, v_t = abar_t s^2 + 1 - abar_t
+    (the marginal's variance), so x_0 = mu + s (x_T - sqrt(abar_T) mu) / sqrt(v_T)."""
+    aT = float(alpha_bars[-1])
+    k = s / math.sqrt(aT * s ** 2 + 1 - aT)
+    return mu + k * (m - math.sqrt(aT) * mu), k * math.sqrt(V)
 
 
 def assert_mean_std(x, mean, std, n_se=5.0):

@@ -153,6 +153,17 @@ def test_flags_are_the_config_and_the_model_recipe_fills_the_rest(script):
     assert script.parse_args(["--no-plots", "--gif"]).plots is False
 
 
+def test_torch_without_numpy_is_one_line(script, tmp_path, monkeypatch):
+    """torch < 2.3 beside numpy 2 cannot convert tensors ("Numpy is not available"): the run says what to
+    install before it trains, instead of a traceback from the save at the end."""
+    def no_numpy(self):
+        raise RuntimeError("Numpy is not available")
+    monkeypatch.setattr(torch.Tensor, "numpy", no_numpy)
+    run = run_main(script, *TINY, "--out", tmp_path)
+    assert_one_line_error(run, 2, "numpy<2")
+    assert not (tmp_path / "model.pt").exists()
+
+
 def test_missing_checkpoint(script, tmp_path):
     run = run_main(script, *TINY, "--load", tmp_path / "nope.pt", "--out", tmp_path / "out")
     assert_one_line_error(run, 2, "--load")

@@ -7,7 +7,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 10)])
+@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 10), ("dpm", 10)])
 def test_sampling_loop_never_reads_back(script, sampler, steps):
     schedule = script.make_schedule(50)
     shape = tuple(script.make_data(1).shape[1:])

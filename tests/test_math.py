@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import (as_torch_schedule, assert_mean_std, data_shape, dirac_predictor, gaussian_predictor,
-                      gaussian_recursion, n_for, reference_betas, reference_schedule)
+from helpers import (as_torch_schedule, assert_mean_std, data_shape, dirac_predictor, dpm_timesteps,
+                     gaussian_predictor, gaussian_recursion, n_for, ode_solution, reference_betas,
+                     reference_schedule)
 
 KINDS = ["linear", "cosine"]
 
@@ -129,8 +130,8 @@ def test_posterior_matches_bayes_rule(script, kind):
 # -----------------------------------------------------------------------------
 # Samplers with exact predictors, no training
 
-SAMPLERS = [("ddpm", None), ("ddim", None), ("ddim", 10)]
-SAMPLER_IDS = ["ddpm", "ddim-T", "ddim-10"]
+SAMPLERS = [("ddpm", None), ("ddim", None), ("ddim", 10), ("dpm", None), ("dpm", 10), ("dpm", 3)]
+SAMPLER_IDS = ["ddpm", "ddim-T", "ddim-10", "dpm-T", "dpm-10", "dpm-3"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -159,6 +160,49 @@ def test_gaussian_data_matches_exact_recursion(script, kind, sampler, steps):
     g = torch.Generator().manual_seed(4)
     out = script.sample(gaussian_predictor(script, s, mu, sd), n_for(script, 400_000), s, sampler, steps,
                         generator=g, shape=data_shape(script))
+    assert_mean_std(out, m, v)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dpm_approaches_the_probability_flow_ode(kind):
+    """DPM-Solver++(2M) solves the probability-flow ODE, whose exact output for Gaussian data is known in
+    closed form (helpers.ode_solution): its error shrinks as K grows and stays below DDIM's (the first-order
+    solver of the same ODE) at every K; at K = T it is within 0.2 % of the data's spread."""
+    abar = reference_schedule(100, kind)["alpha_bars"]
+    exact = np.array(ode_solution(abar, 0.5, 0.2))
+    error = lambda sampler, K: np.abs(np.array(gaussian_recursion(abar, 0.5, 0.2, sampler, K)) - exact).sum()
+    dpm = [error("dpm", K) for K in (20, 50, 100)]
+    assert dpm[0] > dpm[1] > dpm[2] and dpm[2] < 2e-3 * 0.2 * 10, dpm
+    assert all(d < error("ddim", K) / 4 for d, K in zip(dpm, (20, 50, 100)))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 10, 100])
+def test_dpm_makes_exactly_k_network_calls_on_distinct_steps(script, steps):
+    """K steps, K calls, each at a different t, from T-1 down to 0 (K = 1: one jump from T-1 to abar = 1)."""
+    s = script.make_schedule(100, "cosine")
+    seen = []
+    model = lambda x, t: seen.append(int(t[0])) or torch.zeros_like(x)
+    script.sample(model, 4, s, "dpm", steps, torch.Generator().manual_seed(0))
+    assert seen == list(dpm_timesteps(100, steps)) and len(set(seen)) == steps
+    assert seen[0] == 99 and (steps == 1 or seen[-1] == 0)
+
+
+def test_ddim_with_eta_one_is_ddpm(script):
+    """DDIM eq. 16 at eta = 1 and K = T gives sigma_t = sqrt(beta~_t), the DDPM posterior's, at every step:
+    the two samplers are then one, and draw the same samples from the same generator (unclipped)."""
+    s = script.make_schedule(100, "cosine")
+    predictor = gaussian_predictor(script, s, 0.3, 0.5)
+    ddpm = script.sample(predictor, 256, s, "ddpm", generator=torch.Generator().manual_seed(8), shape=(8,))
+    ddim = script.sample(predictor, 256, s, "ddim", 100, torch.Generator().manual_seed(8), eta=1.0, shape=(8,))
+    torch.testing.assert_close(ddim, ddpm, rtol=1e-4, atol=1e-4)
+
+
+def test_ddim_with_eta_one_matches_the_ddpm_recursion(script):
+    """With the Gaussian oracle, DDIM at eta = 1 and K = T has DDPM's exact output distribution."""
+    s = script.make_schedule(100, "linear")
+    m, v = gaussian_recursion(reference_schedule(100, "linear")["alpha_bars"], 0.5, 0.2, "ddpm")
+    out = script.sample(gaussian_predictor(script, s, 0.5, 0.2), n_for(script, 400_000), s, "ddim", 100,
+                        torch.Generator().manual_seed(9), eta=1.0, shape=data_shape(script))
     assert_mean_std(out, m, v)
 
 
