@@ -519,7 +519,8 @@ def parse_args(argv):
     p = Parser(prog=PROG, description=DESCRIPTION)
     for f in fields(Config):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
-        default = "".join([str(f.default) if f.default != "" else "none"] + [f", {m} {meta[m]}" for m in MODELS if m in meta])
+        default = ", ".join([str(f.default) if f.default != "" else "none"] + [f"{m} {meta[m]}" for m in MODELS
+                                                                               if m in meta])
         if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
             p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
                            action="store_false" if f.default else "store_true", help=meta["help"])
@@ -565,24 +566,23 @@ def check_numpy():
                          "pip install 'numpy<2' (or torch>=2.3)")
 
 def check_memory(cfg, model, device):
-    """Refuse a size whose tensors cannot fit in memory, with what it would need, rather than hang or crash.
-    Per example: every layer's output (a forward pass holds them all, training also their gradients)."""
-    outputs = []
-    hooks = [m.register_forward_hook(lambda m, inputs, out: outputs.append(out.numel())) for m in model.modules()]
-    with torch.no_grad():
-        model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
+    """Refuse a size that cannot fit in memory, saying what it would need, rather than crash or swap for
+    minutes. An example costs every layer's output (training keeps them and their gradients) and its data."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(out.numel())) for m in model.modules()]
+    model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
     for hook in hooks:
         hook.remove()
-    per_example, per_point = 4 * sum(outputs), 8 * math.prod(SHAPE)           # float32 layers, float64 data
-    trajectory = (cfg.timesteps + 1) * per_point if cfg.plots else 0           # x after every sampling step
+    layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
+    steps = (cfg.timesteps + 1) * data if cfg.plots else 0            # x after every step, for the figures
     if device.type == "cuda":
         have = torch.cuda.get_device_properties(device).total_memory
-    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")       # RAM (Apple's GPU shares it)
+    elif hasattr(os, "sysconf"):                                      # RAM (Apple's GPUs share it)
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     else:
-        return                                                                  # no way to ask: no check
-    for flag, n, each in [("--batch-size", cfg.batch_size, 3 * per_example), ("--num-train", cfg.num_train, 3 * per_point),
-                          ("--num-samples", cfg.num_samples, per_example + trajectory + 3 * per_point)]:
+        return                                                        # Windows: no way to ask, no check
+    for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
+                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
         if n * each > have:
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
