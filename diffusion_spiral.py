@@ -468,7 +468,8 @@ def parse_args(argv):
                                                                                if m in meta])
         if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
             p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
-                           action="store_false" if f.default else "store_true", help=meta["help"])
+                           action="store_false" if f.default else "store_true",
+                           help=("do not " if f.default else "") + meta["help"])
         else:
             p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {default})",
                            type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))

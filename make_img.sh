@@ -15,6 +15,7 @@ run() {  # run NAME ARGS...: one whole process, timed by wall clock, as a user w
 }
 
 run spiral_mlp       diffusion_spiral.py
+python bench/seed_recipe.py > "$out/seed_recipe.json"   # the seed's spiral recipe, timed right beside it
 run spiral_mlp_ddim  diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run spiral_unet      diffusion_spiral.py --model unet
 run spiral_unet_ddim diffusion_spiral.py --load "$out/spiral_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
@@ -33,10 +34,29 @@ for f in forward reverse; do cp "$out/sine_unet/$f.png" "img/sine_$f.png"; done
 for m in mlp unet; do for f in samples loss; do cp "$out/sine_$m/$f.png" "img/sine_${f}_$m.png"; done; done
 cp "$out/sine_gif/reverse.gif" img/sine_reverse.gif
 
+# ---- few-step samplers from the saved models: quality against network calls (README, "Sampling in a few steps")
+python - "$out" <<'PY'
+import contextlib, importlib, io, json, os, sys
+out = sys.argv[1]
+runs = [("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpm", 10), ("dpm", 20)]
+for script in ["spiral", "sine"]:
+    mod = importlib.import_module(f"diffusion_{script}")
+    for model in ["mlp", "unet"]:
+        for sampler, k in runs:
+            d = os.path.join(out, f"{script}_{model}_{sampler}{k}")
+            with contextlib.redirect_stdout(io.StringIO()):
+                mod.main(["--load", os.path.join(out, f"{script}_{model}", "model.pt"), "--sampler", sampler,
+                          "--sample-steps", str(k), "--no-plots", "--out", d])
+PY
+
 # ---- the README's results table, from the runs above ----------------------------------------------------
 python - "$out" <<'PY'
 import json, os, platform, sys, torch
 out = sys.argv[1]
+seed = json.load(open(os.path.join(out, "seed_recipe.json")))
+ours = float(open(os.path.join(out, "spiral_mlp", "wall_seconds")).read())
+print(f"\nseed spiral recipe: {seed['seconds_per_epoch']:.3f} s/epoch ({seed['epochs_timed']} timed), whole recipe "
+      f"about {seed['whole_recipe_seconds']:.0f} s; default spiral run {ours:.1f} s: {seed['whole_recipe_seconds'] / ours:.0f}x")
 print(f"\nmeasured on: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
 cols = {"spiral": [("median", "median dist"), ("p90", "p90 dist"), ("outliers", "outliers"), ("recall", "recall")],
         "sine": [("r2_median", "median R^2"), ("r2_099", "R^2>=0.99"), ("r2_095", "R^2>=0.95"),
@@ -54,4 +74,18 @@ for script, keys in cols.items():
             print("| " + " | ".join(row + [f"{m['quality'][k]:.4f}" for k, _ in keys]) + " |")
     m = json.load(open(os.path.join(out, f"{script}_mlp", "metrics.json")))
     print("| real data | | | | " + " | ".join(f"{m['real'][k]:.4f}" for k, _ in keys) + " |")
+few = {"spiral": [("p90", "p90 dist"), ("outliers", "outliers"), ("recall", "recall")],
+       "sine": [("r2_099", "R^2>=0.99"), ("freq_w1", "freq W1"), ("amp_w1", "amp W1")]}
+for script, keys in few.items():
+    print(f"\n| {script}: sampler, network calls | " + " | ".join(f"{m} {k[1]}" for m in ["mlp", "unet"] for k in keys)
+          + " |")
+    print("|---" * 7 + "|")
+    for sampler, k in [("ddpm", None), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpm", 10), ("dpm", 20)]:
+        row = []
+        for model in ["mlp", "unet"]:
+            d = os.path.join(out, f"{script}_{model}" + (f"_{sampler}{k}" if k else ""))
+            q = json.load(open(os.path.join(d, "metrics.json")))["quality"]
+            row += [f"{q[key]:.4f}" for key, _ in keys]
+        calls = k or {"spiral": 100, "sine": 200}[script]
+        print(f"| {sampler}, {calls} | " + " | ".join(row) + " |")
 PY
