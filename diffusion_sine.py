@@ -5,7 +5,9 @@ by step (the forward process), a network learns to predict that noise (the train
 steps backwards from pure noise draws new waves (the reverse process, DDPM or DDIM). Each wave is one
 64-dimensional data point; the model must learn that nearby samples move together. Both networks
 return the predicted noise, as DDPM's math expects, but compute it from a unit-scale output
-(preconditioning), which keeps the generated waves from coming out too small.
+(preconditioning), which keeps the generated waves from coming out too small. Then it asks for a
+frequency: the network also learns the wave's frequency as a condition, and classifier-free guidance
+steers sampling towards the one you ask for, the idea behind a text prompt in an image generator.
 
 Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling,
 evaluation. Below the ruler "Running the lesson" come the command line, files and figures: plumbing,
@@ -15,6 +17,7 @@ Run it:
     python diffusion_sine.py                        # residual MLP, about a minute on a laptop CPU
     python diffusion_sine.py --model unet           # 1-D convolutional U-Net, cleaner waves
     python diffusion_sine.py --load outputs/diffusion_sine/model.pt --sampler ddim --sample-steps 20
+    python diffusion_sine.py --load outputs/diffusion_sine/model.pt --frequency 2.5   # waves of frequency 2.5
 In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]).
 
 References:
@@ -23,6 +26,8 @@ References:
     Cosine schedule: Nichol, Dhariwal 2021, "Improved DDPM", arXiv:2102.09672
     U-Net: Ronneberger, Fischer, Brox 2015, arXiv:1505.04597 (with GroupNorm residual blocks as in DDPM)
     Preconditioning: Karras, Aittala, Aila, Laine 2022, "Elucidating the Design Space", arXiv:2206.00364
+    DPM-Solver++: Lu, Zhou, Bao, Chen, Li, Zhu 2022, arXiv:2211.01095
+    Classifier-free guidance: Ho, Salimans 2022, arXiv:2207.12598
 """
 import argparse
 import json
@@ -67,6 +72,12 @@ class Config:
     width: int = knob(384, "MLP width")
     blocks: int = knob(2, "MLP residual blocks")
     channels: int = knob(16, "UNet channels at length 64; 2x, 3x, 4x that at lengths 32, 16, 8")
+    condition: bool = knob(True, "train with each wave's frequency as a condition (classifier-free guidance)")
+    label_drop: float = knob(0.15, "share of training waves whose frequency is hidden, so the same network "
+                             "also learns p(x) without it", min=0, max=1)
+    frequency: float = knob(0.0, "ask for waves of this frequency, in [1, 5); 0: any frequency", min=0)
+    guidance: float = knob(2.0, "guidance weight w towards --frequency: 0 ignores it, 1 plain conditional, "
+                           "more steers harder", min=0)
     seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 4)
     log_every: int = knob(500, "print progress (and read the loss back, one sync) every so many steps")
     out: str = knob(os.path.join("outputs", "diffusion_sine"), "output folder")
@@ -82,12 +93,20 @@ LENGTH = 64
 SHAPE = (LENGTH,)                                                # one data point
 X = torch.linspace(0, 2 * math.pi, LENGTH, dtype=torch.float64)  # (64,) the sample positions
 
+F_MIN, F_MAX = 1.0, 5.0                                          # the range of frequencies f
+
+def make_waves(n, generator=None, frequency=None):
+    """n waves, float32 (n, 64): sin(f x + phi) with frequency f ~ U[1, 5) and phase phi ~ U[0, 2 pi), and
+    their frequencies (n,), the label a conditional model learns (all `frequency`, if given). Already at unit scale (values in [-1, 1],
+    the range images use), so no normalising is needed. Every real wave has amplitude 1, so a model that
+    shrinks its waves shows up at once in the numbers."""
+    u, phi = torch.rand(2, n, 1, generator=generator, dtype=torch.float64)          # 2 x (n, 1)
+    freq = F_MIN + (F_MAX - F_MIN) * u if frequency is None else torch.full_like(u, frequency)  # (n, 1)
+    return torch.sin(freq * X + 2 * math.pi * phi).float(), freq[:, 0].float()      # (n, 1) * (64,) -> (n, 64)
+
 def make_data(n, generator=None):
-    """n waves, float32 (n, 64): sin(f x + phi) with frequency f ~ U[1, 5) and phase phi ~ U[0, 2 pi).
-    Already at unit scale (values in [-1, 1], the range images use), so no normalising is needed. Every
-    real wave has amplitude 1, so a model that shrinks its waves shows up at once in the numbers."""
-    f, phi = torch.rand(2, n, 1, generator=generator, dtype=torch.float64)          # 2 x (n, 1)
-    return torch.sin((1 + 4 * f) * X + 2 * math.pi * phi).float()                   # (n, 1) * (64,) -> (n, 64)
+    """The waves alone, float32 (n, 64)."""
+    return make_waves(n, generator)[0]
 
 
 # -----------------------------------------------------------------------------
@@ -151,6 +170,24 @@ def timestep_embedding(t, dim, timesteps):
     args = (t.float() * (1000 / timesteps))[:, None] * freqs[None]                    # (B, half)
     return torch.cat([args.sin(), args.cos()], dim=1)                                 # (B, dim)
 
+class Condition(nn.Module):
+    """The wave's frequency f as a condition, added to the time embedding: f is embedded like a step
+    (0..1000 over [1, 5)), then Linear + SiLU. A missing label (freq None, or NaN in a row: dropped in
+    training) gets a learned "no condition" vector, so one network predicts eps(x_t, t, f) and eps(x_t, t)."""
+
+    def __init__(self, d_out):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(TIME_DIM, d_out), nn.SiLU())
+        self.null = nn.Parameter(torch.zeros(d_out))
+
+    def forward(self, freq, n):
+        if freq is None:
+            return self.null.expand(n, -1)                                      # (n, d_out)
+        known = ~freq.isnan()
+        steps = (freq.nan_to_num(F_MIN) - F_MIN) * (1000 / (F_MAX - F_MIN))     # (n,) f as a step in 0..1000
+        emb = self.mlp(timestep_embedding(steps, TIME_DIM, 1000))               # (n, d_out)
+        return torch.where(known[:, None], emb, self.null)
+
 class Preconditioning(nn.Module):
     """Turns the network's output `out` into the noise prediction, so that `out` has a unit-scale target at
     every noise level (Karras et al. 2022, "Elucidating the design space", eq. 7 in DDPM's variables). With
@@ -191,16 +228,19 @@ class MLP(nn.Module):
     """The whole wave in, the whole noise out: every layer sees all 64 samples, nothing tells it that
     neighbours are related; it has to learn that from data (compare the UNet's convolutions)."""
 
-    def __init__(self, width, blocks, schedule):
+    def __init__(self, width, blocks, schedule, condition):
         super().__init__()
         self.precond, self.timesteps = Preconditioning(schedule), len(schedule["betas"])
         self.time = nn.Sequential(nn.Linear(TIME_DIM, width), nn.SiLU())
+        self.cond = Condition(width) if condition else None
         self.inp = nn.Linear(LENGTH, width)
         self.blocks = nn.ModuleList([Block(width, width, width) for _ in range(blocks)])
         self.out = nn.Linear(width, LENGTH)
 
-    def forward(self, x, t):
+    def forward(self, x, t, freq=None):
         temb = self.time(timestep_embedding(t, TIME_DIM, self.timesteps))      # (B, width)
+        if self.cond is not None:
+            temb = temb + self.cond(freq, len(x))                               # the condition joins the time
         h = self.inp(x)                                                         # (B, 64) -> (B, width)
         for block in self.blocks:
             h = block(h, temb)
@@ -225,12 +265,13 @@ class UNet(nn.Module):
     value sees more of the wave; the decoder doubles it back, and skip connections hand each scale's
     features to the decoder at the same length, so fine detail is not lost in the bottleneck."""
 
-    def __init__(self, channels, schedule):
+    def __init__(self, channels, schedule, condition):
         super().__init__()
         self.precond, self.timesteps = Preconditioning(schedule), len(schedule["betas"])
         cs = [channels, 2 * channels, 3 * channels, 4 * channels]           # at lengths 64, 32, 16, 8
         d = 4 * channels                                                     # width of the time embedding
         self.time = nn.Sequential(nn.Linear(TIME_DIM, d), nn.SiLU())
+        self.cond = Condition(d) if condition else None
         self.inp = nn.Conv1d(1, cs[0], 3, padding=1)
         self.down = nn.ModuleList([ConvBlock(a, a, d) for a in cs[:-1]])
         self.pool = nn.ModuleList([nn.Conv1d(a, b, 3, stride=2, padding=1) for a, b in zip(cs[:-1], cs[1:])])
@@ -239,8 +280,10 @@ class UNet(nn.Module):
         self.up = nn.ModuleList([ConvBlock(2 * a, a, d) for a in cs[:-1]])
         self.out = nn.Sequential(nn.GroupNorm(8, cs[0]), nn.SiLU(), nn.Conv1d(cs[0], 1, 3, padding=1))
 
-    def forward(self, x, t):
+    def forward(self, x, t, freq=None):
         temb = self.time(timestep_embedding(t, TIME_DIM, self.timesteps))      # (B, 4C)
+        if self.cond is not None:
+            temb = temb + self.cond(freq, len(x))                               # the condition joins the time
         h = self.inp(x[:, None])                                                # (B, 64) -> (B, 1, 64) -> (B, C, 64)
         skips = []
         for block, pool in zip(self.down, self.pool):                          # lengths 64 -> 32 -> 16 -> 8
@@ -256,9 +299,9 @@ class UNet(nn.Module):
 def build_model(kind, cfg, schedule):
     """The network of cfg for this schedule (the preconditioning reads its alpha_bars)."""
     if kind == "mlp":
-        return MLP(cfg.width, cfg.blocks, schedule)
+        return MLP(cfg.width, cfg.blocks, schedule, cfg.condition)
     if kind == "unet":
-        return UNet(cfg.channels, schedule)
+        return UNet(cfg.channels, schedule, cfg.condition)
     raise ValueError(f"unknown model {kind!r}")
 
 
@@ -268,14 +311,20 @@ def build_model(kind, cfg, schedule):
 class DivergedError(RuntimeError):
     pass
 
-def diffusion_loss(model, x0, schedule, generator=None):
-    """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2."""
+def diffusion_loss(model, x0, schedule, generator=None, freq=None, label_drop=0.0):
+    """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2. With labels freq,
+    each is hidden (NaN) with probability label_drop, so the network learns eps(x_t, t) as well as
+    eps(x_t, t, f)   (classifier-free guidance, Ho & Salimans 2022, Algorithm 1)."""
     t = torch.randint(0, len(schedule["betas"]), (x0.shape[0],), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
-    return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
+    if freq is None:
+        return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
+    hidden = torch.rand(freq.shape, generator=generator, device=freq.device) < label_drop  # (B,) per wave
+    return F.mse_loss(model(q_sample(x0, t, noise, schedule), t, freq.masked_fill(hidden, math.nan)), noise)
 
-def train(model, data, schedule, cfg, generator=None, log=print):
-    """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf."""
+def train(model, data, schedule, cfg, generator=None, log=print, labels=None):
+    """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf.
+    labels: each wave's frequency, for a conditional model."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     lr_at = lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps))
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
@@ -283,7 +332,8 @@ def train(model, data, schedule, cfg, generator=None, log=print):
     start = time.perf_counter()
     for i in range(cfg.steps):
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
-        loss = diffusion_loss(model, data[idx], schedule, generator)
+        freq = None if labels is None else labels[idx]
+        loss = diffusion_loss(model, data[idx], schedule, generator, freq, cfg.label_drop)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -369,6 +419,29 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
             trajectory.append(x.cpu())
     return x
 
+def guided(model, freq, w):
+    """Classifier-free guidance as a predictor sample() takes: (x_t, t) -> eps for waves of frequency freq
+    (n,). eps = eps(x_t, t) + w (eps(x_t, t, f) - eps(x_t, t))   (Ho & Salimans 2022, eq. 6 with w = 1 + theirs):
+    w = 0 ignores f, w = 1 is the plain conditional model, w > 1 pushes further away from the unconditional
+    prediction, towards what makes f likely. The default w = 2 gave the frequencies asked for (median error
+    0.005-0.010) with phases still spread evenly; at w = 3 and 5 phases began to bunch, and DDIM lost R^2."""
+    if w == 1:
+        return lambda x, t: model(x, t, freq)                     # one network call per step
+    def eps(x, t):
+        uncond = model(x, t)                                      # two calls of n: faster on a CPU than one of 2n
+        return uncond if w == 0 else uncond + w * (model(x, t, freq) - uncond)
+    return eps
+
+def conditional_predictor(model, n, frequency, w, generator=None):
+    """What a conditional model samples with. Asked for a frequency F: guided towards it. Not asked: p(x) is
+    the average of p(x | f) over the data's f ~ U[1, 5), so draw each wave's f and sample p(x | f) at w = 1.
+    That uses the conditional path, trained on 85 % of the waves, not the no-label path (15 %): measured,
+    the frequencies' spread came out 4x closer to the data's (W1 0.6 % against 2.5 %)."""
+    device = next(model.parameters()).device
+    if frequency:
+        return guided(model, torch.full((n,), frequency, device=device), w)
+    return guided(model, (F_MIN + (F_MAX - F_MIN) * torch.rand(n, generator=generator)).to(device), 1.0)
+
 
 # -----------------------------------------------------------------------------
 # Evaluation: is each sample a clean sine (shape), and do the samples vary like real waves (coverage)?
@@ -379,7 +452,8 @@ def fit_sines(y):
     """Least squares y ~ a sin(w x) + b cos(w x) + c, for every w on W_GRID at once, keeping the best w.
     For fixed w the fit is linear: with Q an orthonormal basis of the columns [sin, cos, 1] (QR), the fitted
     part of y is Q Q^T y, so the residual is |y|^2 - |Q^T y|^2 and the best w maximises |Q^T y|^2.
-    Returns R^2 = 1 - SSE / SST, the frequency w and the amplitude sqrt(a^2 + b^2), each (n,)."""
+    Returns R^2 = 1 - SSE / SST, the frequency w, the amplitude sqrt(a^2 + b^2) and the phase phi of
+    a sin + b cos = amplitude sin(w x + phi), each (n,)."""
     y = y.double().cpu()                                                            # (n, 64)
     basis = torch.stack([torch.sin(W_GRID[:, None] * X), torch.cos(W_GRID[:, None] * X),
                          torch.ones(len(W_GRID), LENGTH, dtype=torch.float64)], dim=2)  # (W, 64, 3)
@@ -392,27 +466,37 @@ def fit_sines(y):
     sse = (y - fitted).pow(2).sum(1)
     sst = (y - y.mean(1, keepdim=True)).pow(2).sum(1)
     amplitude = coef[:, :2].norm(dim=1)                                             # sqrt(a^2 + b^2)
-    return 1 - sse / sst, W_GRID[best], amplitude
+    phase = torch.atan2(coef[:, 1], coef[:, 0])                                     # a = A cos phi, b = A sin phi
+    return 1 - sse / sst, W_GRID[best], amplitude, phase
 
 def wasserstein1(a, b):
     """1-D Wasserstein distance: the mean gap between the two quantile functions."""
     q = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000
     return (torch.quantile(a, q) - torch.quantile(b, q)).abs().mean().item()
 
-def evaluate(samples, generator=None):
+def evaluate(samples, generator=None, frequency=None):
     """Shape: R^2 of each sample's best sine fit (median; shares at >= 0.99 and >= 0.95); real waves score 1.
     Coverage: Wasserstein-1 of the fitted frequencies against 5000 fresh real waves', relative to the real
     range (4), and of the amplitudes, relative to the real mean amplitude (1): 0 means matching spreads;
-    a model that draws one perfect wave again and again scores R^2 = 1 but fails here."""
-    r2, freq, amp = fit_sines(samples)
-    _, ref_freq, ref_amp = fit_sines(make_data(5000, generator))
-    return dict(r2_median=r2.median().item(), r2_099=(r2 >= 0.99).double().mean().item(),
-                r2_095=(r2 >= 0.95).double().mean().item(), freq_w1=wasserstein1(freq, ref_freq) / 4,
-                amp_w1=wasserstein1(amp, ref_amp) / ref_amp.mean().item(),
-                amp_ratio=(amp.mean() / ref_amp.mean()).item())
+    a model that draws one perfect wave again and again scores R^2 = 1 but fails here. Asked for a
+    frequency: how far the fitted ones are from it (median, 90th percentile), and whether the phases still
+    spread over the circle, |mean of exp(i phi)| (about 0.04 for 512 uniform phases, 1 for a single one)."""
+    r2, freq, amp, phase = fit_sines(samples)
+    _, ref_freq, ref_amp, _ = fit_sines(make_data(5000, generator))
+    quality = dict(r2_median=r2.median().item(), r2_099=(r2 >= 0.99).double().mean().item(),
+                   r2_095=(r2 >= 0.95).double().mean().item(), freq_w1=wasserstein1(freq, ref_freq) / 4,
+                   amp_w1=wasserstein1(amp, ref_amp) / ref_amp.mean().item(),
+                   amp_ratio=(amp.mean() / ref_amp.mean()).item())
+    if frequency:
+        error = (freq - frequency).abs()
+        quality.update(freq_err_median=error.median().item(), freq_err_p90=error.quantile(0.9).item(),
+                       phase_bunching=torch.polar(torch.ones_like(phase), phase).mean().abs().item())
+    return quality
 
 QUALITY = {"r2_median": "median R^2 of sine fit", "r2_099": "share R^2 >= 0.99", "r2_095": "share R^2 >= 0.95",
-           "freq_w1": "frequency W1 / 4", "amp_w1": "amplitude W1 / mean", "amp_ratio": "mean amplitude ratio"}
+           "freq_w1": "frequency W1 / 4", "amp_w1": "amplitude W1 / mean", "amp_ratio": "mean amplitude ratio",
+           "freq_err_median": "median |f - F|", "freq_err_p90": "90th pct |f - F|",
+           "phase_bunching": "phase bunching"}
 
 
 # =============================================================================
@@ -423,8 +507,8 @@ QUALITY = {"r2_median": "median R^2 of sine fit", "r2_099": "share R^2 >= 0.99",
 PROG = "diffusion_sine.py"  # the name in messages (not from __file__: a notebook cell has none)
 DESCRIPTION = "DDPM on 1-D sine waves of length 64."
 MODELS = ("mlp", "unet")
-SAVED = ("model", "timesteps", "schedule", "width", "blocks", "channels",  # what --load takes
-         "steps", "batch_size", "lr", "warmup")                                      # from the checkpoint
+SAVED = ("model", "timesteps", "schedule", "width", "blocks", "channels", "condition",  # what --load takes
+         "steps", "batch_size", "lr", "warmup", "label_drop")                        # from the checkpoint
 
 def main(argv=None):
     if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
@@ -449,11 +533,13 @@ def run(cfg):
     train_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # batches, t and noise in training
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # x_T and z in sampling
     eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
+    label_gen = torch.Generator().manual_seed(cfg.seed + 4)            # frequencies when none is asked for
 
     check_numpy()
     ckpt = load_checkpoint(cfg) if cfg.load else None                   # sets cfg's SAVED keys
     if cfg.sampler != "ddpm" and cfg.sample_steps > cfg.timesteps:
         raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
+    check_frequency(cfg)
     os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
     open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError
     os.remove(os.path.join(cfg.out, ".write-test"))                     # ends in one line, see main)
@@ -464,12 +550,12 @@ def run(cfg):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"config: {asdict(cfg)}\ndevice: {device}")
     print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t=T: {schedule['alpha_bars'][-1]:.2e}")
-    data = make_data(cfg.num_train, data_gen).to(device)
+    data, labels = (tensor.to(device) for tensor in make_waves(cfg.num_train, data_gen))
 
     losses, train_time = torch.zeros(0), 0.0
     if ckpt is None:
         start = time.perf_counter()
-        losses = train(model, data, schedule, cfg, train_gen).cpu()
+        losses = train(model, data, schedule, cfg, train_gen, labels=labels if cfg.condition else None).cpu()
         train_time = time.perf_counter() - start
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
         print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
@@ -478,10 +564,12 @@ def run(cfg):
         print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
 
     model.eval()
-    print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
+    asked = f" at frequency {cfg.frequency}, guidance {cfg.guidance}" if cfg.frequency else ""
+    print(f"sampling {cfg.num_samples} with {cfg.sampler}{asked} ...")
     start = time.perf_counter()
     traj = [] if cfg.plots else None
-    samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
+    net = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen) if cfg.condition else model
+    samples = sample(net, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
     if not torch.isfinite(samples).all():
@@ -489,18 +577,21 @@ def run(cfg):
     print(f"sampled in {sample_time:.2f}s")
 
     scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
-    quality = evaluate(scored, eval_gen)
-    real = evaluate(make_data(len(scored), eval_gen), eval_gen)
+    quality = evaluate(scored, eval_gen, cfg.frequency)
+    real = evaluate(make_waves(len(scored), eval_gen, cfg.frequency or None)[0], eval_gen, cfg.frequency)
     print(f"quality{'generated':>27}   real data")
-    for key, label in QUALITY.items():
-        print(f"  {label:22} {quality[key]:9.4f}   {real[key]:9.4f}")
+    for key in quality:
+        print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
-                   device=str(device), sampler=cfg.sampler, model=cfg.model)
+                   device=str(device), sampler=cfg.sampler, model=cfg.model, frequency=cfg.frequency or None,
+                   guidance=cfg.guidance if cfg.frequency else None)
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
         plot_all(cfg.out, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
                  samples, traj, cfg.gif)
+    if cfg.plots and cfg.frequency:
+        plot_guidance(cfg, model, schedule, torch.Generator(device=device).manual_seed(cfg.seed))
     print(f"outputs in {cfg.out}/")
     return metrics
 
@@ -565,6 +656,16 @@ def check_numpy():
     except RuntimeError:
         raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
                          "pip install 'numpy<2' (or torch>=2.3)")
+
+def check_frequency(cfg):
+    if cfg.frequency and not F_MIN <= cfg.frequency < F_MAX:
+        raise UsageError(f"--frequency {cfg.frequency} is outside [1, 5), the frequencies the model learned")
+    if cfg.frequency and not cfg.condition:
+        raise UsageError("--frequency needs a model trained with the condition; this one was trained with "
+                         "--no-condition: retrain without that flag")
+    if cfg.guidance != Config.guidance and not cfg.frequency:
+        raise UsageError("--guidance steers towards a --frequency: give one too (without it, each wave's "
+                         "frequency is drawn at random)")
 
 def check_memory(cfg, model, device):
     """Refuse a size that cannot fit in memory, saying what it would need, rather than crash or swap for
@@ -639,6 +740,30 @@ def wave(ax, y, title="", color="C0", **kw):
     ax.plot(X.numpy(), y, color=color, **kw)
     ax.set(title=title, ylim=(-1.6, 1.6), xlim=(0, 2 * math.pi))
 
+def plot_guidance(cfg, model, schedule, generator):
+    """Rows of waves asked for at F = 1.5 ... 4.5 with the run's guidance; beside them, the fitted frequency
+    against the one asked for, at w = 0 (ignores F), 1 (plain conditional) and the run's w."""
+    draw = lambda freq, w: sample(guided(model, freq.to(schedule["betas"].device), w), len(freq), schedule,
+                                  cfg.sampler, cfg.sample_steps, generator, cfg.eta, clip=cfg.clip).cpu()
+    rows = torch.tensor([1.5, 2.5, 3.5, 4.5])
+    waves = draw(rows.repeat_interleave(6), cfg.guidance)                      # (24, 64): six waves a row
+    fig = plt.figure(figsize=(16, 6))
+    left, right = fig.subfigures(1, 2, width_ratios=[2.2, 1])
+    axes = left.subplots(4, 6, sharex=True, sharey=True)
+    for ax, y in zip(axes.flat, waves):
+        wave(ax, y)
+    for ax, asked in zip(axes[:, 0], rows):
+        ax.set_ylabel(f"F = {asked:g}")
+    left.suptitle(f"Waves asked for at frequency F (guidance w = {cfg.guidance:g})")
+    ax = right.subplots()
+    asked = torch.linspace(1.1, 4.9, 20).repeat_interleave(3)                  # (60,) three waves each
+    for w in sorted({0.0, 1.0, cfg.guidance}):
+        ax.scatter(asked, fit_sines(draw(asked, w))[1], s=10, alpha=0.7, label=f"w = {w:g}")
+    ax.plot([F_MIN, F_MAX], [F_MIN, F_MAX], color="0.6", lw=1, label="f = F")
+    ax.set(xlabel="frequency asked for, F", ylabel="fitted frequency f", title="What guidance does")
+    ax.legend()
+    save(fig, cfg.out, "guidance.png")
+
 def plot_all(out, data, schedule, losses, samples, traj, gif):
     T = len(schedule["betas"])
     x0 = data[:1]
@@ -660,7 +785,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     if len(losses):  # none after --load
         plot_loss(out, losses)
 
-    r2, freq, _ = fit_sines(samples[:16])
+    r2, freq, _, _ = fit_sines(samples[:16])
     fig = plt.figure(figsize=(15, 6.5))
     for sub, waves, name in zip(fig.subfigures(1, 2), [data[:16], samples[:16]], ["real", "generated"]):
         axes = sub.subplots(4, 4, sharex=True, sharey=True)

@@ -437,8 +437,8 @@ def run(cfg):
     quality = evaluate(scored, eval_gen)
     real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen)
     print(f"quality{'generated':>27}   real data")
-    for key, label in QUALITY.items():
-        print(f"  {label:22} {quality[key]:9.4f}   {real[key]:9.4f}")
+    for key in quality:
+        print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model)

@@ -43,3 +43,21 @@ def test_sampling_loop(benchmark, script, kind, device, trained, sampler):
     t = torch.full((NUM_SAMPLES,), cfg.timesteps // 2, device=device)
     efficiency, forward = loop_efficiency(loop, model, x, t, steps, device)
     benchmark.extra_info.update(steps=steps, forward_seconds=forward, efficiency=efficiency)
+
+
+@pytest.mark.parametrize("script", ["diffusion_sine"], indirect=True)
+def test_guided_sampling_loop(benchmark, script, kind, device, trained):
+    """Classifier-free guidance towards one frequency: two network calls a step (conditional and not), so
+    about twice the unconditional loop (compare with the `sample ddpm` group of the same model)."""
+    cfg, schedule, model = trained
+    gen = torch.Generator(device=device).manual_seed(0)
+    net = script.guided(model, torch.full((NUM_SAMPLES,), 2.5, device=device), cfg.guidance)
+    benchmark.group = f"{script.__name__} {kind} sample ddpm guided ({cfg.timesteps} steps x 2 calls, {NUM_SAMPLES} samples)"
+    loop = lambda: script.sample(net, NUM_SAMPLES, schedule, "ddpm", None, gen)
+    benchmark.pedantic(timed(loop, device), rounds=3, warmup_rounds=1, iterations=1)
+    if benchmark.disabled:
+        return
+    x = script.make_data(NUM_SAMPLES).to(device)
+    t = torch.full((NUM_SAMPLES,), cfg.timesteps // 2, device=device)
+    efficiency, forward = loop_efficiency(loop, model, x, t, 2 * cfg.timesteps, device)
+    benchmark.extra_info.update(steps=cfg.timesteps, calls_per_step=2, forward_seconds=forward, efficiency=efficiency)

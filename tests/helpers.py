@@ -141,7 +141,8 @@ def dpm_timesteps(T, steps):
     return np.round((T - K) * np.linspace(1, 0, K) ** 1.5).astype(int) + np.arange(K - 1, -1, -1)
 
 
-def gaussian_recursion(alpha_bars, mu, s, sampler="ddpm", steps=None, m=0.0, V=1.0, timesteps=None):
+def gaussian_recursion(alpha_bars, mu, s, sampler="ddpm", steps=None, m=0.0, V=1.0, timesteps=None,
+                       eps_affine=None):
     """Mean and std of the sampler's output for data N(mu, s^2), exact, float64.
     x0_hat = A x + B with A = sqrt(abar) s^2 / v, B = (1 - abar) mu / v, v = abar s^2 + 1 - abar.
     DDPM (sigma_t^2 = beta~_t): x_{t-1} = c0 x0_hat + ct x_t + sigma_t z with the posterior coefficients.
@@ -151,7 +152,10 @@ def gaussian_recursion(alpha_bars, mu, s, sampler="ddpm", steps=None, m=0.0, V=1
     x_next = (sigma_next / sigma) x - alpha_next (e^-h - 1) D, D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev,
     r = h_prev / h, first order (D = x0_hat) on the first and the last step. D depends on the previous x0_hat,
     so the state is the pair (x, x0_hat_prev): mean vector M, covariance C, updated as M <- L M + c,
-    C <- L C L^T + noise. DDIM and DPM visit the scripts' timesteps unless `timesteps` lists others."""
+    C <- L C L^T + noise. DDIM and DPM visit the scripts' timesteps unless `timesteps` lists others.
+    eps_affine(abar) -> (P, Q), if given, replaces the Gaussian's exact predictor by eps = P x + Q (any
+    predictor affine in x, e.g. a guided mix of two Gaussians'): then x0_hat = A x + B with
+    A = (1 - sqrt(1 - abar) P) / sqrt(abar), B = -sqrt(1 - abar) Q / sqrt(abar)."""
     abar = np.asarray(alpha_bars, dtype=np.float64)
     T = len(abar)
     if sampler == "ddpm":
@@ -168,6 +172,9 @@ def gaussian_recursion(alpha_bars, mu, s, sampler="ddpm", steps=None, m=0.0, V=1
         at = abar[t]
         v = at * s ** 2 + 1 - at
         A, B = math.sqrt(at) * s ** 2 / v, (1 - at) * mu / v
+        if eps_affine is not None:
+            P, Q = eps_affine(at)
+            A, B = (1 - math.sqrt(1 - at) * P) / math.sqrt(at), -math.sqrt(1 - at) * Q / math.sqrt(at)
         var, w = 0.0, 0.0
         if sampler == "ddpm":
             alpha = at / ap
@@ -190,6 +197,15 @@ def gaussian_recursion(alpha_bars, mu, s, sampler="ddpm", steps=None, m=0.0, V=1
         mean = L @ mean + np.array([c0 * (1 + w) * B, B])
         cov = L @ cov @ L.T + np.array([[var, 0.0], [0.0, 0.0]])
     return mean[0], math.sqrt(cov[0, 0])
+
+
+def gaussian_eps_affine(mu, s):
+    """The exact predictor of N(mu, s^2) data as eps = P x + Q: P = sqrt(1 - abar) / v,
+    Q = -sqrt(1 - abar) sqrt(abar) mu / v, v = abar s^2 + 1 - abar."""
+    def affine(at):
+        v = at * s ** 2 + 1 - at
+        return math.sqrt(1 - at) / v, -math.sqrt(1 - at) * math.sqrt(at) * mu / v
+    return affine
 
 
 def ode_solution(alpha_bars, mu, s, m=0.0, V=1.0):

@@ -24,9 +24,10 @@ def gen(seed):
                                                    (4.75, 0.3, -2.0, -0.5)])
 def test_sine_fit_recovers_a_known_wave(w, amp, phase, offset):
     y = amp * torch.sin(w * sine.X + phase) + offset                       # (64,), w lies on the grid
-    r2, freq, a = sine.fit_sines(y[None])
+    r2, freq, a, phi = sine.fit_sines(y[None])
     assert freq.item() == pytest.approx(w, abs=1e-9)
     assert a.item() == pytest.approx(amp, rel=1e-9)
+    assert phi.item() == pytest.approx(phase, abs=1e-9)
     assert r2.item() == pytest.approx(1.0, abs=1e-12)
 
 
@@ -103,3 +104,15 @@ def test_spiral_metrics_catch_a_partly_covered_spiral():
     q = spiral.evaluate(inner, gen(2))
     assert q["median"] < 0.005 and q["outliers"] == 0.0                # precision alone says "perfect" ...
     assert q["recall"] > 3                                             # ... recall sees what is missing
+
+
+def test_sine_metrics_catch_a_missed_frequency_and_one_phase():
+    """Asked for F = 3: waves at 3.1 are off by 0.1 everywhere; waves of one phase bunch to 1, real ones don't."""
+    phases = 2 * math.pi * torch.rand(512, 1, generator=gen(4))
+    off = torch.sin(3.1 * sine.X + phases).float()
+    q = sine.evaluate(off, gen(2), frequency=3.0)
+    assert q["freq_err_median"] == pytest.approx(0.1, abs=1e-6) and q["freq_err_p90"] == pytest.approx(0.1, abs=1e-6)
+    assert q["phase_bunching"] < 0.15                                  # 512 uniform phases: about 0.04
+    one = torch.sin(3.0 * sine.X + 0.5).float().expand(512, -1)
+    q = sine.evaluate(one, gen(2), frequency=3.0)
+    assert q["freq_err_median"] < 1e-9 and q["phase_bunching"] == pytest.approx(1.0, abs=1e-9)
