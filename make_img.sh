@@ -49,6 +49,20 @@ for script in ["spiral", "sine"]:
                           "--sample-steps", str(k), "--no-plots", "--out", d])
 PY
 
+# ---- asking for a frequency: each sine model at F = 1.5, 2.5, 3.5, 4.5, guidance w = 0, 1, 2, 3, 5 (512 waves each)
+python - "$out" <<'PY'
+import contextlib, importlib, io, os, sys
+out, sine = sys.argv[1], importlib.import_module("diffusion_sine")
+for model in ["mlp", "unet"]:
+    for w in [0, 1, 2, 3, 5]:
+        for f in [1.5, 2.5, 3.5, 4.5]:
+            with contextlib.redirect_stdout(io.StringIO()):
+                sine.main(["--load", os.path.join(out, f"sine_{model}", "model.pt"), "--frequency", str(f),
+                           "--guidance", str(w), "--no-plots", "--out", os.path.join(out, f"sine_{model}_f{f}_w{w}")])
+PY
+python diffusion_sine.py --load "$out/sine_unet/model.pt" --frequency 2.5 --out "$out/sine_guidance"  # the figure
+cp "$out/sine_guidance/guidance.png" img/sine_guidance.png
+
 # ---- the README's results table, from the runs above ----------------------------------------------------
 python - "$out" <<'PY'
 import json, os, platform, sys, torch
@@ -88,4 +102,18 @@ for script, keys in few.items():
             row += [f"{q[key]:.4f}" for key, _ in keys]
         calls = k or {"spiral": 100, "sine": 200}[script]
         print(f"| {sampler}, {calls} | " + " | ".join(row) + " |")
+print("\n| sine model, guidance w | median abs(f - F) | p90 abs(f - F) | R^2>=0.99 | R^2>=0.95 | mean amplitude | phase bunching (max) |")
+print("|---" * 7 + "|")
+for model in ["mlp", "unet"]:
+    for w in [0, 1, 2, 3, 5]:
+        qs = [json.load(open(os.path.join(out, f"sine_{model}_f{f}_w{w}", "metrics.json")))["quality"]
+              for f in [1.5, 2.5, 3.5, 4.5]]
+        mean = lambda key: sum(q[key] for q in qs) / len(qs)
+        print(f"| {model}, w = {w} | {mean('freq_err_median'):.4f} | {mean('freq_err_p90'):.4f} | {mean('r2_099'):.4f} | "
+              f"{mean('r2_095'):.4f} | {mean('amp_ratio'):.4f} | {max(q['phase_bunching'] for q in qs):.3f} |")
+for model in ["mlp", "unet"]:
+    print(f"\n{model} at the default w, per F (median, p90, R^2>=0.99, amplitude, bunching):")
+    for f in [1.5, 2.5, 3.5, 4.5]:
+        q = json.load(open(os.path.join(out, f"sine_{model}_f{f}_w2", "metrics.json")))["quality"]
+        print(f"  F={f}: {q['freq_err_median']:.4f} {q['freq_err_p90']:.4f} {q['r2_099']:.4f} {q['amp_ratio']:.4f} {q['phase_bunching']:.3f}")
 PY

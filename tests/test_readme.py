@@ -15,7 +15,11 @@ FORMULA_LINES = {
     "training loss": ["def diffusion_loss"],
     "DDPM step": ["x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z"],
     "DDIM step": ["(DDIM eq. 12)", "sigmas = eta * "],
+    "DPM-Solver++(2M) step": ["D = (1 + w[i]) * x0_hat - w[i] * x0_hat_prev", "x = ratio[i] * x + coef[i] * D"],
+    "classifier-free guidance": ["uncond + w * (model(x, t, freq) - uncond)"],    # the sine script only
+    "label dropping": ["freq.masked_fill(hidden, math.nan)"],                     # the sine script only
 }
+SINE_ONLY = {"classifier-free guidance", "label dropping"}
 
 
 @pytest.mark.parametrize("row", FORMULA_LINES)
@@ -23,6 +27,9 @@ def test_formula_table_points_at_the_formulas(script, row):
     line = next(l for l in README.splitlines() if l.startswith(f"| {row}"))
     column = line.split("|")[3 if script.__name__ == "diffusion_spiral" else 4]
     numbers = [int(n) for n in re.findall(r"\d+", column)]
+    if row in SINE_ONLY and script.__name__ == "diffusion_spiral":
+        assert not numbers, column
+        return
     source = (ROOT / f"{script.__name__}.py").read_text().splitlines()
     assert len(numbers) == len(FORMULA_LINES[row]), column
     for number, text in zip(numbers, FORMULA_LINES[row]):
