@@ -435,12 +435,15 @@ def guided(model, freq, w):
 def conditional_predictor(model, n, frequency, w, generator=None):
     """What a conditional model samples with. Asked for a frequency F: guided towards it. Not asked: p(x) is
     the average of p(x | f) over the data's f ~ U[1, 5), so draw each wave's f and sample p(x | f) at w = 1.
-    That uses the conditional path, trained on 85 % of the waves, not the no-label path (15 %): measured,
-    the frequencies' spread came out 4x closer to the data's (W1 0.6 % against 2.5 %)."""
+    That uses the conditional path, trained on 85 % of the waves, not the no-label path (15 %), which drew
+    9 % of the MLP's waves with R^2 < 0.99 (none here) and a frequency W1 from 1.0 to 6.2 % over three seeds."""
     device = next(model.parameters()).device
     if frequency:
         return guided(model, torch.full((n,), frequency, device=device), w)
-    return guided(model, (F_MIN + (F_MAX - F_MIN) * torch.rand(n, generator=generator)).to(device), 1.0)
+    # one f in each of n equal slices of [1, 5), in random order: the n waves cover the range evenly, as a
+    # large sample would, not by the luck of n independent draws (whose own W1 to U[1, 5) is 1-3 % at n = 512)
+    slices = (torch.arange(n) + torch.rand(n, generator=generator))[torch.randperm(n, generator=generator)] / n
+    return guided(model, (F_MIN + (F_MAX - F_MIN) * slices).to(device), 1.0)
 
 
 # -----------------------------------------------------------------------------
