@@ -45,7 +45,8 @@ import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
 # Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
-# --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive).
+# --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
+# is the default when --model unet is chosen.
 
 def knob(default, help, **flag):
     return field(default=default, metadata=dict(help=help, **flag))

@@ -110,6 +110,8 @@ BAD_FLAGS = {
     "schedule-foo": (["--schedule", "quadratic"], "--schedule"),
     "unknown-flag": (["--epochs", "3"], "--epochs"),
     "ddim-steps-over-T": (["--sampler", "ddim", "--timesteps", "10", "--sample-steps", "20"], "--sample-steps"),
+    "dpm-steps-over-T": (["--sampler", "dpm", "--timesteps", "10", "--sample-steps", "11"], "--sample-steps"),
+    "dpm-steps-0": (["--sampler", "dpm", "--sample-steps", "0"], "--sample-steps"),
     "sampler-misspelt": (["--sampler", "ddmp"], "--sampler"),
     "eta-negative": (["--eta", "-0.5"], "--eta"),
     "timesteps-1": (["--timesteps", "1"], "--timesteps"),
