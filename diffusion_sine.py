@@ -97,10 +97,10 @@ X = torch.linspace(0, 2 * math.pi, LENGTH, dtype=torch.float64)  # (64,) the sam
 F_MIN, F_MAX = 1.0, 5.0                                          # the range of frequencies f
 
 def make_waves(n, generator=None, frequency=None):
-    """n waves, float32 (n, 64): sin(f x + phi) with frequency f ~ U[1, 5) and phase phi ~ U[0, 2 pi), and
-    their frequencies (n,), the label a conditional model learns (all `frequency`, if given). Already at unit scale (values in [-1, 1],
-    the range images use), so no normalising is needed. Every real wave has amplitude 1, so a model that
-    shrinks its waves shows up at once in the numbers."""
+    """n waves, float32 (n, 64): sin(f x + phi) with frequency f ~ U[1, 5) (or all `frequency`, if given)
+    and phase phi ~ U[0, 2 pi), and their frequencies (n,), the label a conditional model learns. Already at
+    unit scale (values in [-1, 1], the range images use), so no normalising is needed. Every real wave has
+    amplitude 1, so a model that shrinks its waves shows up at once in the numbers."""
     u, phi = torch.rand(2, n, 1, generator=generator, dtype=torch.float64)          # 2 x (n, 1)
     freq = F_MIN + (F_MAX - F_MIN) * u if frequency is None else torch.full_like(u, frequency)  # (n, 1)
     return torch.sin(freq * X + 2 * math.pi * phi).float(), freq[:, 0].float()      # (n, 1) * (64,) -> (n, 64)
@@ -382,6 +382,7 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
         abar = schedule["alpha_bars"][ts]
         abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
         sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    if sampler == "dpm":
         # DPM-Solver++ in its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), and the time
         # lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_next - lambda_i
         lam = (abar / (1 - abar)).log() / 2
@@ -572,7 +573,9 @@ def run(cfg):
     print(f"sampling {cfg.num_samples} with {cfg.sampler}{asked} ...")
     start = time.perf_counter()
     traj = [] if cfg.plots else None
-    net = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen) if cfg.condition else model
+    net = model                                                         # (x_t, t) -> eps, what sample() calls
+    if cfg.condition:
+        net = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen)
     samples = sample(net, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start

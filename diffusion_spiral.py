@@ -298,6 +298,7 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
         abar = schedule["alpha_bars"][ts]
         abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
         sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    if sampler == "dpm":
         # DPM-Solver++ in its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), and the time
         # lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_next - lambda_i
         lam = (abar / (1 - abar)).log() / 2
