@@ -82,7 +82,7 @@ class Config:
     seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 4)
     log_every: int = knob(500, "print progress (and read the loss back, one sync) every so many steps")
     out: str = knob(os.path.join("outputs", "diffusion_sine"), "output folder")
-    load: str = knob("", "checkpoint to sample from, skipping training (its model, T and schedule win)")
+    load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
     plots: bool = knob(True, "draw the figures")
     gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
 
@@ -134,12 +134,8 @@ def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"
     alpha_bars = torch.cumprod(alphas, dim=0)                          # abar_t = prod_{s<=t} alpha_s
     alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t=0
     schedule = dict(
-        betas=betas,
-        alphas=alphas,
-        alpha_bars=alpha_bars,
-        alpha_bars_prev=alpha_bars_prev,
-        sqrt_alpha_bars=alpha_bars.sqrt(),
-        sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
+        betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
+        sqrt_alpha_bars=alpha_bars.sqrt(), sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
         # posterior q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta~_t)     (DDPM eqs. 6, 7)
         posterior_mean_coef1=betas * alpha_bars_prev.sqrt() / (1 - alpha_bars),
         posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
@@ -511,9 +507,11 @@ QUALITY = {"r2_median": "median R^2 of sine fit", "r2_099": "share R^2 >= 0.99",
 
 PROG = "diffusion_sine.py"  # the name in messages (not from __file__: a notebook cell has none)
 DESCRIPTION = "DDPM on 1-D sine waves of length 64."
-MODELS = ("mlp", "unet")
 SAVED = ("model", "timesteps", "schedule", "width", "blocks", "channels", "condition",  # what --load takes
          "steps", "batch_size", "lr", "warmup", "label_drop")                        # from the checkpoint
+
+class UsageError(Exception):  # a user's mistake: main() prints it in one line and exits with status 2
+    pass
 
 def main(argv=None):
     if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
@@ -540,14 +538,7 @@ def run(cfg):
     eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
     label_gen = torch.Generator().manual_seed(cfg.seed + 4)            # frequencies when none is asked for
 
-    check_numpy()
-    ckpt = load_checkpoint(cfg) if cfg.load else None                   # sets cfg's SAVED keys
-    if cfg.sampler != "ddpm" and cfg.sample_steps > cfg.timesteps:
-        raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
-    check_frequency(cfg)
-    os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
-    open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError
-    os.remove(os.path.join(cfg.out, ".write-test"))                     # ends in one line, see main)
+    ckpt = check_run(cfg)                                               # refuse what cannot work, before work
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
     schedule = {name: value.to(device) for name, value in schedule.items()}
     model = build_model(cfg.model, cfg, schedule).to(device)
@@ -571,8 +562,7 @@ def run(cfg):
     model.eval()
     asked = f" at frequency {cfg.frequency}, guidance {cfg.guidance}" if cfg.frequency else ""
     print(f"sampling {cfg.num_samples} with {cfg.sampler}{asked} ...")
-    start = time.perf_counter()
-    traj = [] if cfg.plots else None
+    start, traj = time.perf_counter(), [] if cfg.plots else None
     net = model                                                         # (x_t, t) -> eps, what sample() calls
     if cfg.condition:
         net = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen)
@@ -586,9 +576,6 @@ def run(cfg):
     scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
     quality = evaluate(scored, eval_gen, cfg.frequency)
     real = evaluate(make_waves(len(scored), eval_gen, cfg.frequency or None)[0], eval_gen, cfg.frequency)
-    print(f"quality{'generated':>27}   real data")
-    for key in quality:
-        print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model, frequency=cfg.frequency or None,
@@ -602,10 +589,62 @@ def run(cfg):
     print(f"outputs in {cfg.out}/")
     return metrics
 
-# ---- the command line: one flag per Config field ----------------------------------------------------------
+# ---- checks: a user's mistake ends before any work, in one line --------------------------------------------
 
-class UsageError(Exception):
-    pass
+def check_run(cfg):
+    """Everything that can be refused before work starts. Returns the checkpoint of --load (or None); its
+    saved settings (SAVED) replace cfg's."""
+    try:  # torch before 2.3 was built for numpy 1 and cannot hand tensors to numpy 2
+        torch.zeros(1).numpy()
+    except RuntimeError:
+        raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
+                         "pip install 'numpy<2' (or torch>=2.3)")
+    ckpt = load_checkpoint(cfg) if cfg.load else None
+    if cfg.sampler != "ddpm" and cfg.sample_steps > cfg.timesteps:
+        raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
+    if cfg.frequency and not F_MIN <= cfg.frequency < F_MAX:
+        raise UsageError(f"--frequency {cfg.frequency} is outside [1, 5), the frequencies the model learned")
+    if cfg.frequency and not cfg.condition:
+        raise UsageError("--frequency needs a model trained with the condition; this one was trained with "
+                         "--no-condition: retrain without that flag")
+    if cfg.guidance != Config.guidance and not cfg.frequency:
+        raise UsageError("--guidance steers towards a --frequency: give one too (without it, each wave's "
+                         "frequency is drawn at random)")
+    os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
+    open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError
+    os.remove(os.path.join(cfg.out, ".write-test"))                     # ends in one line, see main)
+    return ckpt
+
+def pick_device(name):
+    usable = dict(cpu=True, cuda=torch.cuda.is_available(), mps=torch.backends.mps.is_available())
+    if name == "auto":
+        name = "cuda" if usable["cuda"] else "mps" if usable["mps"] else "cpu"
+    if not usable[name]:
+        raise UsageError(f"--device {name} was asked for, but this PyTorch cannot use it here; use --device cpu")
+    return torch.device(name)
+
+def check_memory(cfg, model, device):
+    """Refuse a size that cannot fit in memory, saying what it would need, rather than crash or swap for
+    minutes. An example costs every layer's output (training keeps them and their gradients) and its data."""
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf"):                                      # RAM (Apple's GPUs share it)
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return                                                        # Windows: no way to ask, no check
+    sizes = []
+    hook = nn.modules.module.register_module_forward_hook(lambda m, i, out: sizes.append(out.numel()))
+    model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
+    hook.remove()
+    layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
+    steps = (cfg.timesteps + 1) * data if cfg.plots else 0            # x after every step, for the figures
+    for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
+                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
+        if n * each > have:
+            raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
+                             f"{have / 2**30:.1f} GiB here; ask for fewer")
+
+# ---- the command line: one flag per Config field ----------------------------------------------------------
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit status 2, instead of usage text
@@ -617,14 +656,13 @@ def parse_args(argv):
     p = Parser(prog=PROG, description=DESCRIPTION)
     for f in fields(Config):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
-        default = ", ".join([str(f.default) if f.default != "" else "none"] + [f"{m} {meta[m]}" for m in MODELS
-                                                                               if m in meta])
         if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
             p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
                            action="store_false" if f.default else "store_true",
                            help=("do not " if f.default else "") + meta["help"])
         else:
-            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {default})",
+            recipe = f", unet {meta['unet']}" if "unet" in meta else ""               # the sine's --model unet
+            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {f.default}{recipe})",
                            type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))
     args = vars(p.parse_args(argv))
     for f in fields(Config):  # in order, so --model (the first field) is known before its recipe is used
@@ -645,58 +683,7 @@ def number(kind, low=None, high=None):
         return value
     return parse
 
-# ---- the machine: device, numpy, memory ------------------------------------------------------------------
-
-def pick_device(name):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps was asked for, but MPS is not available here; use --device cpu")
-    return torch.device(name)
-
-def check_numpy():
-    """torch before 2.3 was built for numpy 1 and cannot hand tensors to numpy 2: say so before a long run."""
-    try:
-        torch.zeros(1).numpy()
-    except RuntimeError:
-        raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
-                         "pip install 'numpy<2' (or torch>=2.3)")
-
-def check_frequency(cfg):
-    if cfg.frequency and not F_MIN <= cfg.frequency < F_MAX:
-        raise UsageError(f"--frequency {cfg.frequency} is outside [1, 5), the frequencies the model learned")
-    if cfg.frequency and not cfg.condition:
-        raise UsageError("--frequency needs a model trained with the condition; this one was trained with "
-                         "--no-condition: retrain without that flag")
-    if cfg.guidance != Config.guidance and not cfg.frequency:
-        raise UsageError("--guidance steers towards a --frequency: give one too (without it, each wave's "
-                         "frequency is drawn at random)")
-
-def check_memory(cfg, model, device):
-    """Refuse a size that cannot fit in memory, saying what it would need, rather than crash or swap for
-    minutes. An example costs every layer's output (training keeps them and their gradients) and its data."""
-    sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(out.numel())) for m in model.modules()]
-    model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
-    for hook in hooks:
-        hook.remove()
-    layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
-    steps = (cfg.timesteps + 1) * data if cfg.plots else 0            # x after every step, for the figures
-    if device.type == "cuda":
-        have = torch.cuda.get_device_properties(device).total_memory
-    elif hasattr(os, "sysconf"):                                      # RAM (Apple's GPUs share it)
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    else:
-        return                                                        # Windows: no way to ask, no check
-    for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
-                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
-        if n * each > have:
-            raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
-                             f"{have / 2**30:.1f} GiB here; ask for fewer")
-
-# ---- files: output folder, checkpoint, results -----------------------------------------------------------
+# ---- files: checkpoint, results ----------------------------------------------------------------------------
 
 def save_checkpoint(path, model, cfg, schedule):
     tmp = path + ".tmp"
@@ -719,6 +706,10 @@ def load_checkpoint(cfg):
     return ckpt
 
 def save_results(out, samples, metrics, losses):
+    """samples.npy, metrics.json and loss.csv; prints the quality numbers beside real data's."""
+    print(f"quality{'generated':>27}   real data")
+    for key, value in metrics["quality"].items():
+        print(f"  {QUALITY[key]:22} {value:9.4f}   {metrics['real'][key]:9.4f}")
     np.save(os.path.join(out, "samples.npy"), samples.numpy())
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
@@ -743,9 +734,22 @@ def plot_loss(out, losses):
     ax.legend()
     save(fig, out, "loss.png")
 
-def wave(ax, y, title="", color="C0", **kw):
-    ax.plot(X.numpy(), y, color=color, **kw)
-    ax.set(title=title, ylim=(-1.6, 1.6), xlim=(0, 2 * math.pi))
+def animate(out, traj, draw, size):
+    """reverse.gif: draw(ax, x_t, title) for every step of the reverse process, the last frame held 1 s."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    fig, ax = plt.subplots(figsize=size)
+    def frame(i):
+        ax.clear()
+        draw(ax, traj[i], f"reverse process: step {i} of {len(traj) - 1}")
+    frames = list(range(len(traj))) + [len(traj) - 1] * 15
+    FuncAnimation(fig, frame, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
+    plt.close(fig)
+
+def waves(ax, ys, title="", ylim=3.5):
+    """Waves (k, 64) as lines over the positions x, in colours C0, C1, ..."""
+    for j, y in enumerate(ys):
+        ax.plot(X.numpy(), y, color=f"C{j}")
+    ax.set(title=title, xlim=(0, 2 * math.pi), ylim=(-ylim, ylim), xlabel="position x (radians)")
 
 def plot_guidance(cfg, model, schedule, generator):
     """Rows of waves asked for at F = 1.5 ... 4.5 with the run's guidance; beside them, the fitted frequency
@@ -753,12 +757,12 @@ def plot_guidance(cfg, model, schedule, generator):
     draw = lambda freq, w: sample(guided(model, freq.to(schedule["betas"].device), w), len(freq), schedule,
                                   cfg.sampler, cfg.sample_steps, generator, cfg.eta, clip=cfg.clip).cpu()
     rows = torch.tensor([1.5, 2.5, 3.5, 4.5])
-    waves = draw(rows.repeat_interleave(6), cfg.guidance)                      # (24, 64): six waves a row
+    asked_waves = draw(rows.repeat_interleave(6), cfg.guidance)               # (24, 64): six waves a row
     fig = plt.figure(figsize=(16, 6))
     left, right = fig.subfigures(1, 2, width_ratios=[2.2, 1])
     axes = left.subplots(4, 6, sharex=True, sharey=True)
-    for ax, y in zip(axes.flat, waves):
-        wave(ax, y)
+    for ax, y in zip(axes.flat, asked_waves):
+        waves(ax, [y], ylim=1.6)
     for ax, asked in zip(axes[:, 0], rows):
         ax.set_ylabel(f"F = {asked:g}")
     left.suptitle(f"Waves asked for at frequency F (guidance w = {cfg.guidance:g})")
@@ -772,20 +776,16 @@ def plot_guidance(cfg, model, schedule, generator):
     save(fig, cfg.out, "guidance.png")
 
 def plot_all(out, data, schedule, losses, samples, traj, gif):
-    T = len(schedule["betas"])
-    x0 = data[:1]
+    T, x0, g = len(schedule["betas"]), data[:1], torch.Generator().manual_seed(0)
+    noise = torch.randn(x0.shape, generator=g)
     steps = [0, T // 10, T // 4, T // 2, T - 1]
     fig, axes = plt.subplots(1, len(steps), figsize=(15, 3.2), sharey=True)
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn(x0.shape, generator=g)
     for ax, t in zip(axes, steps):
-        xt = q_sample(x0, torch.tensor([t]), noise, schedule)[0]
-        wave(ax, x0[0], color="0.7", label="clean x_0")
-        wave(ax, xt, f"x_t at t = {t + 1}\nsignal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}",
-             label="noisy x_t")
-        ax.set(xlabel="position x (radians)", ylim=(-3.5, 3.5))
+        xt = q_sample(x0, torch.tensor([t]), noise, schedule)
+        kept = schedule["sqrt_alpha_bars"][t]
+        waves(ax, torch.cat([xt, x0]), f"x_t at t = {t + 1}\nsignal kept sqrt(abar) = {kept:.3f}")
     axes[0].set_ylabel("value")
-    axes[0].legend(loc="lower left", fontsize=8)
+    axes[0].legend(["noisy x_t", "clean x_0"], loc="lower left", fontsize=8)
     fig.suptitle("Forward process: one sine wave dissolves into N(0, I) noise")
     save(fig, out, "forward.png")
 
@@ -794,13 +794,14 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
 
     r2, freq, _, _ = fit_sines(samples[:16])
     fig = plt.figure(figsize=(15, 6.5))
-    for sub, waves, name in zip(fig.subfigures(1, 2), [data[:16], samples[:16]], ["real", "generated"]):
+    for sub, shown, name in zip(fig.subfigures(1, 2), [data[:16], samples[:16]], ["real", "generated"]):
         axes = sub.subplots(4, 4, sharex=True, sharey=True)
         for i, ax in enumerate(axes.flat):
-            if i >= len(waves):                                      # fewer than 16 samples
+            if i >= len(shown):                                       # fewer than 16 samples
                 ax.axis("off")
                 continue
-            wave(ax, waves[i], color="C1" if name == "real" else "C0")
+            waves(ax, shown[i:i + 1], ylim=1.6)
+            ax.set_xlabel("")
             if name == "generated":
                 ax.set_title(f"R^2 = {r2[i]:.4f}, f = {freq[i]:.2f}", fontsize=8)
         sub.suptitle(f"{name} waves" + (" (title: fit of a sin + b cos + c)" if name == "generated" else ""))
@@ -808,29 +809,16 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
         sub.supylabel("value")
     save(fig, out, "samples.png")
 
+    traj = [x[:3] for x in traj]                                                 # the waves shown
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the wave forms late
     fig, axes = plt.subplots(1, len(snaps), figsize=(16, 3.2), sharey=True)
     for ax, i in zip(axes, snaps):
-        for j, y in enumerate(traj[i][:3]):
-            wave(ax, y, f"after {i} of {len(traj) - 1} steps", color=f"C{j}")
-        ax.set(xlabel="position x (radians)", ylim=(-3.5, 3.5))
+        waves(ax, traj[i], f"after {i} of {len(traj) - 1} steps")
     axes[0].set_ylabel("value")
     fig.suptitle("Reverse process: from noise x_T to three generated waves x_0")
     save(fig, out, "reverse.png")
-
     if gif:
-        from matplotlib.animation import FuncAnimation, PillowWriter
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        lines = [ax.plot(X.numpy(), y, color=f"C{j}")[0] for j, y in enumerate(traj[0][:3])]
-        ax.set(xlim=(0, 2 * math.pi), ylim=(-3.5, 3.5), xlabel="position x (radians)", ylabel="value")
-        fig.tight_layout()
-        frames = list(range(len(traj))) + [len(traj) - 1] * 15           # hold the last frame
-        def update(i):
-            for j, line in enumerate(lines):
-                line.set_ydata(traj[i][j].numpy())
-            ax.set_title(f"reverse process: step {i} of {len(traj) - 1}")
-        FuncAnimation(fig, update, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
-        plt.close(fig)
+        animate(out, traj, waves, (6, 3.5))
 
 if __name__ == "__main__":
     main()

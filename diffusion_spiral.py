@@ -68,7 +68,7 @@ class Config:
     seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 4)
     log_every: int = knob(300, "print progress (and read the loss back, one sync) every so many steps")
     out: str = knob(os.path.join("outputs", "diffusion_spiral"), "output folder")
-    load: str = knob("", "checkpoint to sample from, skipping training (its model, T and schedule win)")
+    load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
     plots: bool = knob(True, "draw the figures")
     gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
 
@@ -113,12 +113,8 @@ def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"
     alpha_bars = torch.cumprod(alphas, dim=0)                          # abar_t = prod_{s<=t} alpha_s
     alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t=0
     schedule = dict(
-        betas=betas,
-        alphas=alphas,
-        alpha_bars=alpha_bars,
-        alpha_bars_prev=alpha_bars_prev,
-        sqrt_alpha_bars=alpha_bars.sqrt(),
-        sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
+        betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
+        sqrt_alpha_bars=alpha_bars.sqrt(), sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
         # posterior q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta~_t)     (DDPM eqs. 6, 7)
         posterior_mean_coef1=betas * alpha_bars_prev.sqrt() / (1 - alpha_bars),
         posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
@@ -369,9 +365,11 @@ QUALITY = {"median": "median distance", "p90": "90th pct dist.", "outliers": "ou
 
 PROG = "diffusion_spiral.py"  # the name in messages (not from __file__: a notebook cell has none)
 DESCRIPTION = "DDPM on a 2-D spiral."
-MODELS = ("mlp", "unet")
 SAVED = ("model", "timesteps", "schedule", "width", "unet_width", "blocks", "noise",  # what --load takes
          "steps", "batch_size", "lr", "warmup")                                      # from the checkpoint
+
+class UsageError(Exception):  # a user's mistake: main() prints it in one line and exits with status 2
+    pass
 
 def main(argv=None):
     if argv is None:  # in a notebook sys.argv holds the kernel's arguments, not ours
@@ -397,13 +395,7 @@ def run(cfg):
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # x_T and z in sampling
     eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
 
-    check_numpy()
-    ckpt = load_checkpoint(cfg) if cfg.load else None                   # sets cfg's SAVED keys
-    if cfg.sampler != "ddpm" and cfg.sample_steps > cfg.timesteps:
-        raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
-    os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
-    open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError
-    os.remove(os.path.join(cfg.out, ".write-test"))                     # ends in one line, see main)
+    ckpt = check_run(cfg)                                               # refuse what cannot work, before work
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
     schedule = {name: value.to(device) for name, value in schedule.items()}
     model = build_model(cfg.model, cfg, schedule).to(device)
@@ -426,8 +418,7 @@ def run(cfg):
 
     model.eval()
     print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
-    start = time.perf_counter()
-    traj = [] if cfg.plots else None
+    start, traj = time.perf_counter(), [] if cfg.plots else None
     samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
@@ -438,9 +429,6 @@ def run(cfg):
     scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
     quality = evaluate(scored, eval_gen)
     real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen)
-    print(f"quality{'generated':>27}   real data")
-    for key in quality:
-        print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model)
@@ -451,10 +439,54 @@ def run(cfg):
     print(f"outputs in {cfg.out}/")
     return metrics
 
-# ---- the command line: one flag per Config field ----------------------------------------------------------
+# ---- checks: a user's mistake ends before any work, in one line --------------------------------------------
 
-class UsageError(Exception):
-    pass
+def check_run(cfg):
+    """Everything that can be refused before work starts. Returns the checkpoint of --load (or None); its
+    saved settings (SAVED) replace cfg's."""
+    try:  # torch before 2.3 was built for numpy 1 and cannot hand tensors to numpy 2
+        torch.zeros(1).numpy()
+    except RuntimeError:
+        raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
+                         "pip install 'numpy<2' (or torch>=2.3)")
+    ckpt = load_checkpoint(cfg) if cfg.load else None
+    if cfg.sampler != "ddpm" and cfg.sample_steps > cfg.timesteps:
+        raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
+    os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
+    open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError
+    os.remove(os.path.join(cfg.out, ".write-test"))                     # ends in one line, see main)
+    return ckpt
+
+def pick_device(name):
+    usable = dict(cpu=True, cuda=torch.cuda.is_available(), mps=torch.backends.mps.is_available())
+    if name == "auto":
+        name = "cuda" if usable["cuda"] else "mps" if usable["mps"] else "cpu"
+    if not usable[name]:
+        raise UsageError(f"--device {name} was asked for, but this PyTorch cannot use it here; use --device cpu")
+    return torch.device(name)
+
+def check_memory(cfg, model, device):
+    """Refuse a size that cannot fit in memory, saying what it would need, rather than crash or swap for
+    minutes. An example costs every layer's output (training keeps them and their gradients) and its data."""
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf"):                                      # RAM (Apple's GPUs share it)
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return                                                        # Windows: no way to ask, no check
+    sizes = []
+    hook = nn.modules.module.register_module_forward_hook(lambda m, i, out: sizes.append(out.numel()))
+    model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
+    hook.remove()
+    layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
+    steps = (cfg.timesteps + 1) * data if cfg.plots else 0            # x after every step, for the figures
+    for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
+                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
+        if n * each > have:
+            raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
+                             f"{have / 2**30:.1f} GiB here; ask for fewer")
+
+# ---- the command line: one flag per Config field ----------------------------------------------------------
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit status 2, instead of usage text
@@ -466,14 +498,13 @@ def parse_args(argv):
     p = Parser(prog=PROG, description=DESCRIPTION)
     for f in fields(Config):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
-        default = ", ".join([str(f.default) if f.default != "" else "none"] + [f"{m} {meta[m]}" for m in MODELS
-                                                                               if m in meta])
         if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
             p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
                            action="store_false" if f.default else "store_true",
                            help=("do not " if f.default else "") + meta["help"])
         else:
-            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {default})",
+            recipe = f", unet {meta['unet']}" if "unet" in meta else ""               # the sine's --model unet
+            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {f.default}{recipe})",
                            type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))
     args = vars(p.parse_args(argv))
     for f in fields(Config):  # in order, so --model (the first field) is known before its recipe is used
@@ -494,48 +525,7 @@ def number(kind, low=None, high=None):
         return value
     return parse
 
-# ---- the machine: device, numpy, memory ------------------------------------------------------------------
-
-def pick_device(name):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps was asked for, but MPS is not available here; use --device cpu")
-    return torch.device(name)
-
-def check_numpy():
-    """torch before 2.3 was built for numpy 1 and cannot hand tensors to numpy 2: say so before a long run."""
-    try:
-        torch.zeros(1).numpy()
-    except RuntimeError:
-        raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
-                         "pip install 'numpy<2' (or torch>=2.3)")
-
-def check_memory(cfg, model, device):
-    """Refuse a size that cannot fit in memory, saying what it would need, rather than crash or swap for
-    minutes. An example costs every layer's output (training keeps them and their gradients) and its data."""
-    sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(out.numel())) for m in model.modules()]
-    model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
-    for hook in hooks:
-        hook.remove()
-    layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
-    steps = (cfg.timesteps + 1) * data if cfg.plots else 0            # x after every step, for the figures
-    if device.type == "cuda":
-        have = torch.cuda.get_device_properties(device).total_memory
-    elif hasattr(os, "sysconf"):                                      # RAM (Apple's GPUs share it)
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    else:
-        return                                                        # Windows: no way to ask, no check
-    for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
-                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
-        if n * each > have:
-            raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
-                             f"{have / 2**30:.1f} GiB here; ask for fewer")
-
-# ---- files: output folder, checkpoint, results -----------------------------------------------------------
+# ---- files: checkpoint, results ----------------------------------------------------------------------------
 
 def save_checkpoint(path, model, cfg, schedule):
     tmp = path + ".tmp"
@@ -558,6 +548,10 @@ def load_checkpoint(cfg):
     return ckpt
 
 def save_results(out, samples, metrics, losses):
+    """samples.npy, metrics.json and loss.csv; prints the quality numbers beside real data's."""
+    print(f"quality{'generated':>27}   real data")
+    for key, value in metrics["quality"].items():
+        print(f"  {QUALITY[key]:22} {value:9.4f}   {metrics['real'][key]:9.4f}")
     np.save(os.path.join(out, "samples.npy"), samples.numpy())
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
@@ -582,47 +576,46 @@ def plot_loss(out, losses):
     ax.legend()
     save(fig, out, "loss.png")
 
+def animate(out, traj, draw, size):
+    """reverse.gif: draw(ax, x_t, title) for every step of the reverse process, the last frame held 1 s."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    fig, ax = plt.subplots(figsize=size)
+    def frame(i):
+        ax.clear()
+        draw(ax, traj[i], f"reverse process: step {i} of {len(traj) - 1}")
+    frames = list(range(len(traj))) + [len(traj) - 1] * 15
+    FuncAnimation(fig, frame, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
+    plt.close(fig)
+
 def scatter(ax, x, title, color="C0"):
     ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5, color=color)
     ax.set(title=title, xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xlabel="x", ylabel="y")
 
-def plot_all(out, data, schedule, losses, samples, traj, gif):
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.4))
-    g = torch.Generator().manual_seed(0)
-    T = len(schedule["betas"])
-    for ax, t in zip(axes, [0, T // 10, 3 * T // 10, T - 1]):
-        xt = q_sample(data, torch.full((len(data),), t), torch.randn(data.shape, generator=g), schedule)
-        scatter(ax, xt, f"x_t at t = {t + 1}: signal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
-    fig.suptitle("Forward process: the spiral dissolves into N(0, I) noise")
-    save(fig, out, "forward.png")
+def row(out, name, title, panels, colors=None):
+    """Point clouds side by side, one panel per (x, panel title)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 4.1))
+    for ax, (x, panel_title), color in zip(axes, panels, colors or ["C0"] * len(panels)):
+        scatter(ax, x, panel_title, color)
+    fig.suptitle(title)
+    save(fig, out, name)
 
+def plot_all(out, data, schedule, losses, samples, traj, gif):
+    T, n, g = len(schedule["betas"]), len(data), torch.Generator().manual_seed(0)
+    noisy = lambda t: q_sample(data, torch.full((n,), t), torch.randn(data.shape, generator=g), schedule)
+    row(out, "forward.png", "Forward process: the spiral dissolves into N(0, I) noise",
+        [(noisy(t), f"x_t at t = {t + 1}: signal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
+         for t in [0, T // 10, 3 * T // 10, T - 1]])
     if len(losses):  # none after --load
         plot_loss(out, losses)
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
-    shown = samples[:len(data)]
-    scatter(axes[0], data[:len(shown)], f"original spiral ({len(shown)} points)", "C1")
-    scatter(axes[1], shown, f"generated from noise ({len(shown)} points)")
-    save(fig, out, "samples.png")
-
+    shown = samples[:n]
+    row(out, "samples.png", "", [(data[:len(shown)], f"original spiral ({len(shown)} points)"),
+                                 (shown, f"generated from noise ({len(shown)} points)")], colors=["C1", "C0"])
+    traj = [x[:n] for x in traj]                                                 # the points shown
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
-    fig, axes = plt.subplots(1, len(snaps), figsize=(3.2 * len(snaps), 3.6))
-    for ax, i in zip(axes, snaps):
-        scatter(ax, traj[i][:len(data)], f"after {i} of {len(traj) - 1} steps")
-    fig.suptitle("Reverse process: from noise x_T to samples x_0")
-    save(fig, out, "reverse.png")
-
+    row(out, "reverse.png", "Reverse process: from noise x_T to samples x_0",
+        [(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps])
     if gif:
-        from matplotlib.animation import FuncAnimation, PillowWriter
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        dots = ax.scatter(traj[0][:len(data), 0], traj[0][:len(data), 1], s=1)
-        ax.set(xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xlabel="x", ylabel="y")
-        frames = list(range(len(traj))) + [len(traj) - 1] * 15           # hold the last frame
-        def update(i):
-            dots.set_offsets(traj[i][:len(data)].numpy())
-            ax.set_title(f"reverse process: step {i} of {len(traj) - 1}")
-        FuncAnimation(fig, update, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
-        plt.close(fig)
+        animate(out, traj, scatter, (4.5, 4.5))
 
 if __name__ == "__main__":
     main()
