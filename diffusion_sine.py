@@ -620,7 +620,8 @@ def pick_device(name):
     if name == "auto":
         name = "cuda" if usable["cuda"] else "mps" if usable["mps"] else "cpu"
     if not usable[name]:
-        raise UsageError(f"--device {name} was asked for, but this PyTorch cannot use it here; use --device cpu")
+        raise UsageError(f"--device {name} was asked for, but this PyTorch sees no {name.upper()} device; "
+                         "use --device cpu")
     return torch.device(name)
 
 def check_memory(cfg, model, device):
@@ -745,10 +746,10 @@ def animate(out, traj, draw, size):
     FuncAnimation(fig, frame, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
     plt.close(fig)
 
-def waves(ax, ys, title="", ylim=3.5):
-    """Waves (k, 64) as lines over the positions x, in colours C0, C1, ..."""
+def waves(ax, ys, title="", ylim=3.5, color=None):
+    """Waves (k, 64) as lines over the positions x, in `color` or else in C0, C1, ..."""
     for j, y in enumerate(ys):
-        ax.plot(X.numpy(), y, color=f"C{j}")
+        ax.plot(X.numpy(), y, color=color or f"C{j}")
     ax.set(title=title, xlim=(0, 2 * math.pi), ylim=(-ylim, ylim), xlabel="position x (radians)")
 
 def plot_guidance(cfg, model, schedule, generator):
@@ -800,7 +801,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
             if i >= len(shown):                                       # fewer than 16 samples
                 ax.axis("off")
                 continue
-            waves(ax, shown[i:i + 1], ylim=1.6)
+            waves(ax, shown[i:i + 1], ylim=1.6, color="C1" if name == "real" else "C0")
             ax.set_xlabel("")
             if name == "generated":
                 ax.set_title(f"R^2 = {r2[i]:.4f}, f = {freq[i]:.2f}", fontsize=8)

@@ -462,7 +462,8 @@ def pick_device(name):
     if name == "auto":
         name = "cuda" if usable["cuda"] else "mps" if usable["mps"] else "cpu"
     if not usable[name]:
-        raise UsageError(f"--device {name} was asked for, but this PyTorch cannot use it here; use --device cpu")
+        raise UsageError(f"--device {name} was asked for, but this PyTorch sees no {name.upper()} device; "
+                         "use --device cpu")
     return torch.device(name)
 
 def check_memory(cfg, model, device):
@@ -603,7 +604,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     T, n, g = len(schedule["betas"]), len(data), torch.Generator().manual_seed(0)
     noisy = lambda t: q_sample(data, torch.full((n,), t), torch.randn(data.shape, generator=g), schedule)
     row(out, "forward.png", "Forward process: the spiral dissolves into N(0, I) noise",
-        [(noisy(t), f"x_t at t = {t + 1}: signal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
+        [(noisy(t), f"x_t at t = {t + 1}\nsignal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
          for t in [0, T // 10, 3 * T // 10, T - 1]])
     if len(losses):  # none after --load
         plot_loss(out, losses)
