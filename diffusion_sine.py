@@ -678,6 +678,8 @@ def number(kind, low=None, high=None):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if not math.isfinite(value):                                  # inf and nan parse as floats
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if not (value > 0 if low is None else value >= low) or high is not None and value > high:
             bounds = "positive" if low is None else f"at least {low}" + (f" and at most {high}" if high else "")
             raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
@@ -746,11 +748,11 @@ def animate(out, traj, draw, size):
     FuncAnimation(fig, frame, frames=frames).save(os.path.join(out, "reverse.gif"), writer=PillowWriter(fps=15))
     plt.close(fig)
 
-def waves(ax, ys, title="", ylim=3.5, color=None):
+def waves(ax, ys, title="", ylim=3.5, color=None, xlabel="position x (radians)"):
     """Waves (k, 64) as lines over the positions x, in `color` or else in C0, C1, ..."""
     for j, y in enumerate(ys):
         ax.plot(X.numpy(), y, color=color or f"C{j}")
-    ax.set(title=title, xlim=(0, 2 * math.pi), ylim=(-ylim, ylim), xlabel="position x (radians)")
+    ax.set(title=title, xlim=(0, 2 * math.pi), ylim=(-ylim, ylim), xlabel=xlabel)
 
 def plot_guidance(cfg, model, schedule, generator):
     """Rows of waves asked for at F = 1.5 ... 4.5 with the run's guidance; beside them, the fitted frequency
@@ -763,7 +765,7 @@ def plot_guidance(cfg, model, schedule, generator):
     left, right = fig.subfigures(1, 2, width_ratios=[2.2, 1])
     axes = left.subplots(4, 6, sharex=True, sharey=True)
     for ax, y in zip(axes.flat, asked_waves):
-        waves(ax, [y], ylim=1.6)
+        waves(ax, [y], ylim=1.6, xlabel="")
     for ax, asked in zip(axes[:, 0], rows):
         ax.set_ylabel(f"F = {asked:g}")
     left.suptitle(f"Waves asked for at frequency F (guidance w = {cfg.guidance:g})")
@@ -801,8 +803,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
             if i >= len(shown):                                       # fewer than 16 samples
                 ax.axis("off")
                 continue
-            waves(ax, shown[i:i + 1], ylim=1.6, color="C1" if name == "real" else "C0")
-            ax.set_xlabel("")
+            waves(ax, shown[i:i + 1], ylim=1.6, color="C1" if name == "real" else "C0", xlabel="")
             if name == "generated":
                 ax.set_title(f"R^2 = {r2[i]:.4f}, f = {freq[i]:.2f}", fontsize=8)
         sub.suptitle(f"{name} waves" + (" (title: fit of a sin + b cos + c)" if name == "generated" else ""))

@@ -520,6 +520,8 @@ def number(kind, low=None, high=None):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if not math.isfinite(value):                                  # inf and nan parse as floats
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if not (value > 0 if low is None else value >= low) or high is not None and value > high:
             bounds = "positive" if low is None else f"at least {low}" + (f" and at most {high}" if high else "")
             raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
@@ -594,7 +596,7 @@ def scatter(ax, x, title, color="C0"):
 
 def row(out, name, title, panels, colors=None):
     """Point clouds side by side, one panel per (x, panel title)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 4.1))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 4.5))
     for ax, (x, panel_title), color in zip(axes, panels, colors or ["C0"] * len(panels)):
         scatter(ax, x, panel_title, color)
     fig.suptitle(title)

@@ -107,6 +107,8 @@ BAD_FLAGS = {
     "steps-0": (["--steps", "0"], "--steps"),
     "steps-text": (["--steps", "many"], "--steps"),
     "lr-negative": (["--lr", "-1"], "--lr"),
+    "lr-infinite": (["--lr", "inf"], "--lr"),                                # would train to NaN, then stop
+    "clip-nan": (["--clip", "nan"], "--clip"),
     "schedule-foo": (["--schedule", "quadratic"], "--schedule"),
     "unknown-flag": (["--epochs", "3"], "--epochs"),
     "ddim-steps-over-T": (["--sampler", "ddim", "--timesteps", "10", "--sample-steps", "20"], "--sample-steps"),

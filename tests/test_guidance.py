@@ -88,6 +88,7 @@ BAD = {
     "at-the-top": (["--frequency", "5"], "[1, 5)"),
     "not-a-number": (["--frequency", "high"], "--frequency"),
     "negative-guidance": (["--frequency", "2", "--guidance", "-1"], "--guidance"),
+    "infinite-guidance": (["--frequency", "2", "--guidance", "inf"], "--guidance"),    # sampled NaN before
     "guidance-alone": (["--guidance", "3"], "--frequency"),
 }
 
