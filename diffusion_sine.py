@@ -570,7 +570,8 @@ def run(cfg):
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
     if not torch.isfinite(samples).all():
-        raise DivergedError("sampling produced NaN/inf; the model is broken, retrain with a smaller --lr")
+        hint = ", or --guidance is too large" if cfg.frequency else ""
+        raise DivergedError(f"sampling produced NaN/inf; the model is broken, retrain with a smaller --lr{hint}")
     print(f"sampled in {sample_time:.2f}s")
 
     scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick

@@ -93,6 +93,13 @@ BAD = {
 }
 
 
+def test_huge_guidance_names_the_guidance(tmp_path):
+    """A finite but absurd weight blows the samples up: the message points at --guidance, not only the model."""
+    run = run_main(sine, *TINY, "--frequency", "2", "--guidance", "1e30", "--no-plots", "--out", tmp_path)
+    assert_one_line_error(run, 1, "--guidance")
+    assert not (tmp_path / "samples.npy").exists()
+
+
 @pytest.mark.parametrize("case", BAD)
 def test_bad_frequency_flags(case, tmp_path):
     args, hint = BAD[case]
