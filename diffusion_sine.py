@@ -562,7 +562,8 @@ def run(cfg):
     model.eval()
     asked = f" at frequency {cfg.frequency}, guidance {cfg.guidance}" if cfg.frequency else ""
     print(f"sampling {cfg.num_samples} with {cfg.sampler}{asked} ...")
-    start, traj = time.perf_counter(), [] if cfg.plots else None
+    start = time.perf_counter()
+    traj = [] if cfg.plots else None                                    # x after every step, for the figures
     net = model                                                         # (x_t, t) -> eps, what sample() calls
     if cfg.condition:
         net = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen)
@@ -581,6 +582,9 @@ def run(cfg):
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model, frequency=cfg.frequency or None,
                    guidance=cfg.guidance if cfg.frequency else None)
+    print(f"quality{'generated':>27}   real data")
+    for key in quality:
+        print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
         plot_all(cfg.out, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
@@ -710,10 +714,6 @@ def load_checkpoint(cfg):
     return ckpt
 
 def save_results(out, samples, metrics, losses):
-    """samples.npy, metrics.json and loss.csv; prints the quality numbers beside real data's."""
-    print(f"quality{'generated':>27}   real data")
-    for key, value in metrics["quality"].items():
-        print(f"  {QUALITY[key]:22} {value:9.4f}   {metrics['real'][key]:9.4f}")
     np.save(os.path.join(out, "samples.npy"), samples.numpy())
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
@@ -780,8 +780,9 @@ def plot_guidance(cfg, model, schedule, generator):
     save(fig, cfg.out, "guidance.png")
 
 def plot_all(out, data, schedule, losses, samples, traj, gif):
-    T, x0, g = len(schedule["betas"]), data[:1], torch.Generator().manual_seed(0)
-    noise = torch.randn(x0.shape, generator=g)
+    T = len(schedule["betas"])
+    x0 = data[:1]                                                                # (1, 64) one wave
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     steps = [0, T // 10, T // 4, T // 2, T - 1]
     fig, axes = plt.subplots(1, len(steps), figsize=(15, 3.2), sharey=True)
     for ax, t in zip(axes, steps):

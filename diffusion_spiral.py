@@ -418,7 +418,8 @@ def run(cfg):
 
     model.eval()
     print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
-    start, traj = time.perf_counter(), [] if cfg.plots else None
+    start = time.perf_counter()
+    traj = [] if cfg.plots else None                                    # x after every step, for the figures
     samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
@@ -432,6 +433,9 @@ def run(cfg):
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model)
+    print(f"quality{'generated':>27}   real data")
+    for key in quality:
+        print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
         plot_all(cfg.out, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
@@ -551,10 +555,6 @@ def load_checkpoint(cfg):
     return ckpt
 
 def save_results(out, samples, metrics, losses):
-    """samples.npy, metrics.json and loss.csv; prints the quality numbers beside real data's."""
-    print(f"quality{'generated':>27}   real data")
-    for key, value in metrics["quality"].items():
-        print(f"  {QUALITY[key]:22} {value:9.4f}   {metrics['real'][key]:9.4f}")
     np.save(os.path.join(out, "samples.npy"), samples.numpy())
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
@@ -603,7 +603,8 @@ def row(out, name, title, panels, colors=None):
     save(fig, out, name)
 
 def plot_all(out, data, schedule, losses, samples, traj, gif):
-    T, n, g = len(schedule["betas"]), len(data), torch.Generator().manual_seed(0)
+    T, n = len(schedule["betas"]), len(data)
+    g = torch.Generator().manual_seed(0)                                         # the forward figure's noise
     noisy = lambda t: q_sample(data, torch.full((n,), t), torch.randn(data.shape, generator=g), schedule)
     row(out, "forward.png", "Forward process: the spiral dissolves into N(0, I) noise",
         [(noisy(t), f"x_t at t = {t + 1}\nsignal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
