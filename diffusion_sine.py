@@ -43,8 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# -----------------------------------------------------------------------------
-# Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
+# %% Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
 # --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
 # is the default when --model unet is chosen.
 
@@ -79,7 +78,7 @@ class Config:
     frequency: float = knob(0.0, "ask for waves of this frequency, in [1, 5); 0: any frequency", min=0)
     guidance: float = knob(2.0, "guidance weight w towards --frequency: 0 ignores it, 1 plain conditional, "
                            "more steers harder", min=0)
-    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 4)
+    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
     log_every: int = knob(500, "print progress (and read the loss back, one sync) every so many steps")
     out: str = knob(os.path.join("outputs", "diffusion_sine"), "output folder")
     load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
@@ -87,8 +86,7 @@ class Config:
     gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
 
 
-# -----------------------------------------------------------------------------
-# Data: a sin(f x + phi) on 64 points over [0, 2 pi], both ends included (as in the seed project)
+# %% Data: a sin(f x + phi) on 64 points over [0, 2 pi], both ends included (as in the seed project)
 
 LENGTH = 64
 SHAPE = (LENGTH,)                                                # one data point
@@ -110,15 +108,15 @@ def make_data(n, generator=None):
     return make_waves(n, generator)[0]
 
 
-# -----------------------------------------------------------------------------
-# Noise schedule: beta_t for t = 0..T-1 (code index t is the paper's step t+1)
+# %% Noise schedule: beta_t for t = 0..T-1. Every comment uses this code index t, the papers' t+1: x_t is the
+# data x0 after t+1 noising steps, x_{t-1} is one step less noisy, and x_{-1} is x0 itself (abar_{-1} = 1).
 
 def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"):
     """Everything the forward and reverse processes need, computed once (float64, stored float32)."""
     if kind == "linear":
         # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
         # 1e-3..0.2 at T=100 ends at alpha_bar = 2e-5. Unscaled, 1e-4..0.02 at T=100 would leave
-        # alpha_bar_T = 0.36, so x_T would still be 60 % data, yet sampling starts from pure noise.
+        # abar_{T-1} = 0.36, so x_{T-1} would still be 60 % data, yet sampling starts from pure noise.
         scale = 1000 / timesteps
         betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
         betas = betas.clamp(max=0.999)         # for T <= 20 the top betas would reach 1 (abar_t = 0) or more
@@ -132,20 +130,19 @@ def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"
         raise ValueError(f"unknown schedule {kind!r}")
     alphas = 1 - betas
     alpha_bars = torch.cumprod(alphas, dim=0)                          # abar_t = prod_{s<=t} alpha_s
-    alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t=0
+    alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t = 0
     schedule = dict(
         betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
         sqrt_alpha_bars=alpha_bars.sqrt(), sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
-        # posterior q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta~_t)     (DDPM eqs. 6, 7)
+        # posterior q(x_{t-1} | x_t, x0) = N(coef1 x0 + coef2 x_t, beta~_t)       (DDPM eqs. 6, 7)
         posterior_mean_coef1=betas * alpha_bars_prev.sqrt() / (1 - alpha_bars),
         posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
-        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t=0: no noise last
+        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t = 0: no noise last
     )
     return {name: value.float().to(device) for name, value in schedule.items()}
 
 
-# -----------------------------------------------------------------------------
-# Forward process
+# %% Forward process
 
 def q_sample(x0, t, noise, schedule):
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps   (DDPM eq. 4); t is (B,) of step indices."""
@@ -154,8 +151,7 @@ def q_sample(x0, t, noise, schedule):
             + schedule["sqrt_one_minus_alpha_bars"][t].view(shape) * noise)
 
 
-# -----------------------------------------------------------------------------
-# Models: (x_t, t) -> predicted noise eps, both (B, 64)
+# %% Models: (x_t, t) -> predicted noise eps, both (B, 64)
 
 TIME_DIM = 64  # size of the sinusoidal step embedding
 
@@ -187,14 +183,16 @@ class Condition(nn.Module):
 
 class Preconditioning(nn.Module):
     """Turns the network's output `out` into the noise prediction, so that `out` has a unit-scale target at
-    every noise level (Karras et al. 2022, "Elucidating the design space", eq. 7 in DDPM's variables). With
-    the noise-to-signal ratio r_t = sqrt((1 - abar_t) / abar_t) and y = x_t / sqrt(abar_t) = x_0 + r_t eps:
-        eps = r y / (r^2 + sd^2) - sd / sqrt(r^2 + sd^2) out,     sd = the data's std (a unit sine's, 1/sqrt(2)).
-    Near t = 0, out is just -eps; near t = T, eps is almost x_t itself and out says where x_0 is (out ~ x_0 / sd).
-    Why: x_0 = y - r eps, so an error in a raw network's eps is r_t times larger in x_0, and r_t reaches
-    thousands near t = T. Measured here (same MLP and budget, without it): waves 4 % too small on average
-    and 5 % of them not clean sines (R^2 < 0.95); with it, 0.3 % and none. A network whose output is 0
-    is already the exact denoiser of Gaussian data with std sd (tests/test_metrics.py)."""
+    every noise level. With the noise-to-signal ratio r_t = sqrt((1 - abar_t) / abar_t), y = x_t / sqrt(abar_t)
+    = x0 + r_t eps and sd = the data's std (a unit sine's, 1/sqrt(2)):
+        eps = r y / (r^2 + sd^2) - sd / sqrt(r^2 + sd^2) out.
+    The first term is the exact eps of Gaussian data with std sd, so an output of 0 is that denoiser
+    (tests/test_metrics.py) and the network learns only what differs. With sd = 1 this is v-prediction
+    (Salimans & Ho 2022, arXiv:2202.00512): out's target is -v, v = sqrt(abar) eps - sqrt(1 - abar) x0; with
+    the data's sd it is the c_skip / c_out of Karras et al. 2022 (EDM eq. 7), written for eps. Only the output
+    is scaled: no input scaling, and the loss stays DDPM's eps MSE. Why: x0 = y - r eps, so an error in a raw
+    network's eps is r_t times larger in x0, and r_t reaches thousands near t = T-1 (measured in the README:
+    without it the waves come out too small)."""
 
     def __init__(self, schedule, sd=math.sqrt(0.5)):
         super().__init__()
@@ -302,8 +300,7 @@ def build_model(kind, cfg, schedule):
     raise ValueError(f"unknown model {kind!r}")
 
 
-# -----------------------------------------------------------------------------
-# Training: DDPM Algorithm 1
+# %% Training: DDPM Algorithm 1
 
 class DivergedError(RuntimeError):
     pass
@@ -346,73 +343,91 @@ def train(model, data, schedule, cfg, generator=None, log=print, labels=None):
     return losses
 
 
-# -----------------------------------------------------------------------------
-# Sampling: DDPM Algorithm 2, DDIM, and DPM-Solver++(2M), the second-order solver of the ODE DDIM solves
+# %% Sampling: DDPM Algorithm 2, DDIM, and DPM-Solver++(2M), the second-order solver of the ODE DDIM solves
+# Each sampler is a loop of its own that yields x after every step. The step t is a Python int: indexing a
+# schedule tensor with it is a view, never a GPU -> CPU sync (.item()).
+
+def ddpm(model, x, schedule, generator=None):
+    """DDPM Algorithm 2: all T steps, t = T-1 .. 0, each adding fresh noise z (with sigma = 0 at t = 0)."""
+    eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]   # beta_t / sqrt(1 - abar_t)
+    sigmas = schedule["posterior_variance"].sqrt()                        # sigma_t^2 = beta~_t, 0 at t = 0
+    for t in range(len(schedule["betas"]) - 1, -1, -1):
+        eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
+        z = torch.randn(x.shape, generator=generator, device=x.device)
+        # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Algorithm 2, line 4)
+        x = schedule["alphas"][t].rsqrt() * (x - eps_coef[t] * eps) + sigmas[t] * z
+        yield x
+
+def predict_x0(x, eps, abar, clip=None):
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), DDPM eq. 4 solved for x0 (DDIM eq. 12), clipped to
+    [-clip, clip] if clip is given: near t = T-1, 1/sqrt(abar_t) magnifies any error in eps a thousandfold."""
+    x0_hat = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+    return x0_hat if clip is None else x0_hat.clamp(-clip, clip)
+
+def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
+    """DDIM (Song et al. 2021): K = steps of the T steps, predicting x0 and moving straight to the next one."""
+    T = len(schedule["betas"])
+    ts = torch.linspace(T - 1, 0, steps).round().long().tolist()          # K steps, T-1 ... 0 ("linspace")
+    abar = schedule["alpha_bars"][ts]
+    abar_prev = torch.cat([abar[1:], abar.new_ones(1)])                   # the last step lands on abar = 1
+    sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    for i, t in enumerate(ts):
+        eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
+        x0_hat = predict_x0(x, eps, abar[i], clip)
+        # x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z   (DDIM eq. 12)
+        x = abar_prev[i].sqrt() * x0_hat + (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
+        if eta > 0:
+            x = x + sigmas[i] * torch.randn(x.shape, generator=generator, device=x.device)
+        yield x
+
+def dpm_solver(model, x, schedule, steps, clip=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): DDIM's step (eta = 0) with a better x0_hat, one
+    network call a step. Its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) and the time
+    lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_prev - lambda_i."""
+    T, K = len(schedule["betas"]), steps
+    # K steps that shrink towards t = 0: t_i = round((T - K) u_i^1.5) + K - 1 - i with u_i = 1 - i/(K-1), all
+    # distinct, T-1 ... 0. The second-order step extrapolates from the step before, which needs neighbouring
+    # steps of similar length in lambda; equal steps in t end with one much longer, where it overshoots.
+    u = torch.linspace(1, 0, K, dtype=torch.float64) ** 1.5
+    ts = ((T - K) * u).round().long().add(torch.arange(K - 1, -1, -1)).tolist()
+    abar = schedule["alpha_bars"][ts]
+    abar_prev = torch.cat([abar[1:], abar.new_ones(1)])                   # the last step lands on abar = 1
+    lam = (abar / (1 - abar)).log() / 2
+    h = lam[1:] - lam[:-1]                                                # (K-1,); the last step's h is inf
+    w = torch.cat([h.new_zeros(1), h[1:] / (2 * h[:-1])])                # 1 / (2 r_i), r_i = h_{i-1} / h_i
+    ratio = ((1 - abar_prev) / (1 - abar)).sqrt()                        # sigma_prev / sigma_i, 0 at the end
+    coef = abar_prev.sqrt() - ratio * abar.sqrt()                        # -alpha_prev (e^-h - 1), 1 at the end
+    last_x0_hat = None                                                    # the step before's prediction
+    for i, t in enumerate(ts):
+        eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
+        x0_hat = predict_x0(x, eps, abar[i], clip)
+        # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) last_x0_hat: a second-order correction from the step before.
+        # First order (D = x0_hat, exactly DDIM) on the first step (no history yet) and on the last
+        # (h = inf: it lands on abar = 1 and returns x0_hat).
+        D = x0_hat if last_x0_hat is None or i == K - 1 else (1 + w[i]) * x0_hat - w[i] * last_x0_hat
+        x = ratio[i] * x + coef[i] * D      # x_prev = (sigma_prev / sigma_i) x_i - alpha_prev (e^-h_i - 1) D_i
+        last_x0_hat = x0_hat
+        yield x
 
 @torch.no_grad()
 def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
            clip=None, trajectory=None):
-    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM and DPM-Solver take `steps` of
-    the T steps and clip their predicted x0 to [-clip, clip] if clip is given. trajectory, if a list,
-    collects x after every step (on the CPU)."""
-    device = schedule["betas"].device
-    T = len(schedule["betas"])
+    """Draw n samples from x_{T-1} ~ N(0, I). model is any callable (x_t, t) -> predicted eps. DDIM and DPM-Solver
+    take `steps` of the T steps (all T if None) and clip their x0_hat to [-clip, clip] if clip is given.
+    trajectory, if a list, collects x_{T-1} and x after every step (on the CPU)."""
+    K = steps or len(schedule["betas"])
+    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # x_{T-1} ~ N(0, I)
     if sampler == "ddpm":
-        ts = list(range(T - 1, -1, -1))                                      # T-1, ..., 0
-        eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]
-        inv_sqrt_alphas = schedule["alphas"].rsqrt()
-        sigmas = schedule["posterior_variance"].sqrt()                     # sigma_t^2 = beta~_t, 0 at t=0
+        loop = ddpm(model, x, schedule, generator)
     elif sampler == "ddim":
-        ts = torch.linspace(T - 1, 0, steps or T).round().long().tolist()  # "trailing": T-1 ... 0
+        loop = ddim(model, x, schedule, K, generator, eta, clip)
     elif sampler == "dpm":
-        # K steps that shrink towards t = 0, t ~ (T - K) (1 - i/K)^1.5 + (K - 1 - i): all distinct, T-1 ... 0.
-        # The second-order step extrapolates from the previous step, which needs neighbouring steps of similar
-        # size in lambda; DDIM's equal steps in t end with one three times longer (t = 11 -> 0 at T = 100,
-        # K = 10), where the extrapolation overshoots: spiral p90 12.7 % of the radius against 0.6 % here.
-        K = steps or T
-        u = torch.linspace(1, 0, K, dtype=torch.float64) ** 1.5
-        ts = ((T - K) * u).round().long().add(torch.arange(K - 1, -1, -1)).tolist()
+        loop = dpm_solver(model, x, schedule, K, clip)
     else:
         raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim' or 'dpm'")
-    if sampler != "ddpm":
-        abar = schedule["alpha_bars"][ts]
-        abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
-        sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
-    if sampler == "dpm":
-        # DPM-Solver++ in its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), and the time
-        # lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_next - lambda_i
-        lam = (abar / (1 - abar)).log() / 2
-        h = lam[1:] - lam[:-1]                                             # (K-1,); the last step's h is inf
-        w = torch.cat([h.new_zeros(1), h[1:] / (2 * h[:-1])])             # 1 / (2 r_i), r_i = h_{i-1} / h_i
-        ratio = ((1 - abar_prev) / (1 - abar)).sqrt()                     # sigma_next / sigma_i, 0 at the end
-        coef = abar_prev.sqrt() - ratio * abar.sqrt()                     # -alpha_next (e^-h - 1), 1 at the end
-    x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
     if trajectory is not None:
         trajectory.append(x.cpu())
-    # t is a Python int: indexing a schedule tensor with it is a view, never a GPU -> CPU sync (.item())
-    for i, t in enumerate(ts):
-        eps = model(x, torch.full((n,), t, device=device))                # (n, ...) predicted noise
-        z = torch.randn(x.shape, generator=generator, device=device)
-        if sampler == "ddpm":
-            # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Alg. 2 line 4)
-            x = inv_sqrt_alphas[t] * (x - eps_coef[t] * eps) + sigmas[t] * z
-        else:
-            # predict x0 from x_t and eps: x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)   (DDIM eq. 12)
-            x0_hat = (x - (1 - abar[i]).sqrt() * eps) / abar[i].sqrt()
-            if clip is not None:  # near t=T, 1/sqrt(abar) (2000 for cosine) magnifies any error in eps
-                x0_hat = x0_hat.clamp(-clip, clip)
-        if sampler == "ddim":
-            # step to abar_prev along the predicted noise direction   (DDIM eq. 12)
-            direction = (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
-            x = abar_prev[i].sqrt() * x0_hat + direction + sigmas[i] * z
-        elif sampler == "dpm":
-            # DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the same ODE step as DDIM at eta = 0, but with
-            # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) x0_hat_prev, a second-order correction from the
-            # previous step's x0_hat, in place of x0_hat. First order (D = x0_hat, exactly DDIM) on the first
-            # step (no history yet) and on the last (h = inf: it lands on abar = 1 and returns x0_hat).
-            D = (1 + w[i]) * x0_hat - w[i] * x0_hat_prev if 0 < i < len(ts) - 1 else x0_hat
-            x = ratio[i] * x + coef[i] * D      # x_next = (sigma_next / sigma_i) x_i - alpha_next (e^-h_i - 1) D_i
-            x0_hat_prev = x0_hat
+    for x in loop:
         if trajectory is not None:
             trajectory.append(x.cpu())
     return x
@@ -421,8 +436,7 @@ def guided(model, freq, w):
     """Classifier-free guidance as a predictor sample() takes: (x_t, t) -> eps for waves of frequency freq
     (n,). eps = eps(x_t, t) + w (eps(x_t, t, f) - eps(x_t, t))   (Ho & Salimans 2022, eq. 6 with w = 1 + theirs):
     w = 0 ignores f, w = 1 is the plain conditional model, w > 1 pushes further away from the unconditional
-    prediction, towards what makes f likely. The default w = 2 gave the frequencies asked for (median error
-    0.005-0.010) with phases still spread evenly; at w = 3 and 5 phases began to bunch, and DDIM lost R^2."""
+    prediction, towards what makes f likely; too large a w bunches the phases (the README measures w)."""
     if w == 1:
         return lambda x, t: model(x, t, freq)                     # one network call per step
     def eps(x, t):
@@ -432,20 +446,16 @@ def guided(model, freq, w):
 
 def conditional_predictor(model, n, frequency, w, generator=None):
     """What a conditional model samples with. Asked for a frequency F: guided towards it. Not asked: p(x) is
-    the average of p(x | f) over the data's f ~ U[1, 5), so draw each wave's f and sample p(x | f) at w = 1.
-    That uses the conditional path, trained on 85 % of the waves, not the no-label path (15 %), which drew
-    9 % of the MLP's waves with R^2 < 0.99 (none here) and a frequency W1 from 1.0 to 6.2 % over three seeds."""
+    the average of p(x | f) over the data's f ~ U[1, 5), so draw each wave's f independently, as ancestral
+    sampling of (f, x) would, and sample p(x | f) (w = 1): the conditional path, trained on most waves."""
     device = next(model.parameters()).device
     if frequency:
         return guided(model, torch.full((n,), frequency, device=device), w)
-    # one f in each of n equal slices of [1, 5), in random order: the n waves cover the range evenly, as a
-    # large sample would, not by the luck of n independent draws (whose own W1 to U[1, 5) is 1-3 % at n = 512)
-    slices = (torch.arange(n) + torch.rand(n, generator=generator))[torch.randperm(n, generator=generator)] / n
-    return guided(model, (F_MIN + (F_MAX - F_MIN) * slices).to(device), 1.0)
+    freq = F_MIN + (F_MAX - F_MIN) * torch.rand(n, generator=generator)      # (n,) f ~ U[1, 5)
+    return guided(model, freq.to(device), 1.0)
 
 
-# -----------------------------------------------------------------------------
-# Evaluation: is each sample a clean sine (shape), and do the samples vary like real waves (coverage)?
+# %% Evaluation: is each sample a clean sine (shape), and do the samples vary like real waves (coverage)?
 
 W_GRID = torch.arange(0.5, 8.0, 0.005, dtype=torch.float64)                   # (W,) candidate frequencies
 
@@ -500,10 +510,9 @@ QUALITY = {"r2_median": "median R^2 of sine fit", "r2_099": "share R^2 >= 0.99",
            "phase_bunching": "phase bunching"}
 
 
-# =============================================================================
-# Running the lesson: command line, checkpoints, files and figures. Nothing below teaches diffusion;
-# skip it unless you want to change how the script is run.
-# =============================================================================
+# %% Running the lesson ======================================================================================
+# Command line, checkpoints, files and figures. Nothing below teaches diffusion; skip it unless you want to
+# change how the script is run.
 
 PROG = "diffusion_sine.py"  # the name in messages (not from __file__: a notebook cell has none)
 DESCRIPTION = "DDPM on 1-D sine waves of length 64."
@@ -529,14 +538,15 @@ def main(argv=None):
         raise SystemExit(130)
 
 def run(cfg):
-    # ---- seeding: one generator per use, so --load samples exactly what the training run sampled ---------
-    torch.manual_seed(cfg.seed)                                         # initial weights
+    # seeding: one generator per use, so --load samples exactly what the training run sampled
+    seed = lambda k: (cfg.seed + k) % 2**64                              # the seed of each use, within torch's
+    torch.manual_seed(cfg.seed)                                         # range 0 .. 2^64 - 1; initial weights
     device = pick_device(cfg.device)
-    data_gen = torch.Generator().manual_seed(cfg.seed)                 # the training set
-    train_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # batches, t and noise in training
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # x_T and z in sampling
-    eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
-    label_gen = torch.Generator().manual_seed(cfg.seed + 4)            # frequencies when none is asked for
+    data_gen = torch.Generator().manual_seed(cfg.seed)                  # the training set
+    train_gen = torch.Generator(device=device).manual_seed(seed(1))     # batches, t and noise in training
+    sample_gen = torch.Generator(device=device).manual_seed(seed(2))    # x_{T-1} and z in sampling
+    eval_gen = torch.Generator().manual_seed(seed(3))                   # fresh real data for the metrics
+    label_gen = torch.Generator().manual_seed(seed(4))                  # frequencies when none is asked for
 
     ckpt = check_run(cfg)                                               # refuse what cannot work, before work
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
@@ -545,7 +555,7 @@ def run(cfg):
     check_memory(cfg, model, device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"config: {asdict(cfg)}\ndevice: {device}")
-    print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t=T: {schedule['alpha_bars'][-1]:.2e}")
+    print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t = T-1: {schedule['alpha_bars'][-1]:.2e}")
     data, labels = (tensor.to(device) for tensor in make_waves(cfg.num_train, data_gen))
 
     losses, train_time = torch.zeros(0), 0.0
@@ -594,7 +604,7 @@ def run(cfg):
     print(f"outputs in {cfg.out}/")
     return metrics
 
-# ---- checks: a user's mistake ends before any work, in one line --------------------------------------------
+# %% Checks: a user's mistake ends before any work, in one line
 
 def check_run(cfg):
     """Everything that can be refused before work starts. Returns the checkpoint of --load (or None); its
@@ -650,7 +660,7 @@ def check_memory(cfg, model, device):
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
 
-# ---- the command line: one flag per Config field ----------------------------------------------------------
+# %% The command line: one flag per Config field
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit status 2, instead of usage text
@@ -691,7 +701,7 @@ def number(kind, low=None, high=None):
         return value
     return parse
 
-# ---- files: checkpoint, results ----------------------------------------------------------------------------
+# %% Files: checkpoint, results
 
 def save_checkpoint(path, model, cfg, schedule):
     tmp = path + ".tmp"
@@ -721,11 +731,14 @@ def save_results(out, samples, metrics, losses):
         np.savetxt(os.path.join(out, "loss.csv"), np.c_[np.arange(1, len(losses) + 1), losses.numpy()],
                    delimiter=",", header="step,loss", comments="", fmt=["%d", "%.6f"])
 
-# ---- figures ------------------------------------------------------------------------------------------------
+# %% Figures
 
 def save(fig, out, name):
     fig.set_layout_engine("constrained")  # room for titles, labels and a suptitle
     fig.savefig(os.path.join(out, name), dpi=110, bbox_inches="tight")
+    if "ipykernel" in sys.modules:        # in Jupyter: also show it inline (IPython is there)
+        from IPython.display import display
+        display(fig)
     plt.close(fig)
 
 def plot_loss(out, losses):
@@ -788,9 +801,9 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     for ax, t in zip(axes, steps):
         xt = q_sample(x0, torch.tensor([t]), noise, schedule)
         kept = schedule["sqrt_alpha_bars"][t]
-        waves(ax, torch.cat([xt, x0]), f"x_t at t = {t + 1}\nsignal kept sqrt(abar) = {kept:.3f}")
+        waves(ax, torch.cat([xt, x0]), f"x_t at t = {t}\nsignal kept sqrt(abar) = {kept:.3f}")
     axes[0].set_ylabel("value")
-    axes[0].legend(["noisy x_t", "clean x_0"], loc="lower left", fontsize=8)
+    axes[0].legend(["noisy x_t", "clean x0"], loc="lower left", fontsize=8)
     fig.suptitle("Forward process: one sine wave dissolves into N(0, I) noise")
     save(fig, out, "forward.png")
 
@@ -819,10 +832,11 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     for ax, i in zip(axes, snaps):
         waves(ax, traj[i], f"after {i} of {len(traj) - 1} steps")
     axes[0].set_ylabel("value")
-    fig.suptitle("Reverse process: from noise x_T to three generated waves x_0")
+    fig.suptitle("Reverse process: from pure noise to three generated waves")
     save(fig, out, "reverse.png")
     if gif:
         animate(out, traj, waves, (6, 3.5))
 
+# %% Run the lesson (a script, or a notebook cell: main() reads the flags, ignoring a kernel's own)
 if __name__ == "__main__":
     main()

@@ -34,8 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# -----------------------------------------------------------------------------
-# Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
+# %% Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
 # --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
 # is the default when --model unet is chosen.
 
@@ -65,7 +64,7 @@ class Config:
     width: int = knob(128, "MLP width")
     unet_width: int = knob(96, "the UNet's widths are 2x, 1x, 0.5x this: 192 -> 96 -> 48 -> 96 -> 192")
     blocks: int = knob(3, "MLP residual blocks")
-    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 4)
+    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
     log_every: int = knob(300, "print progress (and read the loss back, one sync) every so many steps")
     out: str = knob(os.path.join("outputs", "diffusion_spiral"), "output folder")
     load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
@@ -73,8 +72,7 @@ class Config:
     gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
 
 
-# -----------------------------------------------------------------------------
-# Data: a spiral, angle = 4 pi sqrt(u), radius = angle (two turns, points evenly spaced along the arc)
+# %% Data: a spiral, angle = 4 pi sqrt(u), radius = angle (two turns, points evenly spaced along the arc)
 
 SHAPE = (2,)         # one data point
 SCALE = 2 * math.pi  # E[r^2] = E[angle^2] = 8 pi^2, so dividing by 2 pi gives each coordinate mean square 1
@@ -89,15 +87,15 @@ def make_data(n, generator=None, noise=Config.noise):
     return points.float()
 
 
-# -----------------------------------------------------------------------------
-# Noise schedule: beta_t for t = 0..T-1 (code index t is the paper's step t+1)
+# %% Noise schedule: beta_t for t = 0..T-1. Every comment uses this code index t, the papers' t+1: x_t is the
+# data x0 after t+1 noising steps, x_{t-1} is one step less noisy, and x_{-1} is x0 itself (abar_{-1} = 1).
 
 def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"):
     """Everything the forward and reverse processes need, computed once (float64, stored float32)."""
     if kind == "linear":
         # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
         # 1e-3..0.2 at T=100 ends at alpha_bar = 2e-5. Unscaled, 1e-4..0.02 at T=100 would leave
-        # alpha_bar_T = 0.36, so x_T would still be 60 % data, yet sampling starts from pure noise.
+        # abar_{T-1} = 0.36, so x_{T-1} would still be 60 % data, yet sampling starts from pure noise.
         scale = 1000 / timesteps
         betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
         betas = betas.clamp(max=0.999)         # for T <= 20 the top betas would reach 1 (abar_t = 0) or more
@@ -111,20 +109,19 @@ def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"
         raise ValueError(f"unknown schedule {kind!r}")
     alphas = 1 - betas
     alpha_bars = torch.cumprod(alphas, dim=0)                          # abar_t = prod_{s<=t} alpha_s
-    alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t=0
+    alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])  # abar_{t-1}, 1 at t = 0
     schedule = dict(
         betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
         sqrt_alpha_bars=alpha_bars.sqrt(), sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
-        # posterior q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta~_t)     (DDPM eqs. 6, 7)
+        # posterior q(x_{t-1} | x_t, x0) = N(coef1 x0 + coef2 x_t, beta~_t)       (DDPM eqs. 6, 7)
         posterior_mean_coef1=betas * alpha_bars_prev.sqrt() / (1 - alpha_bars),
         posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
-        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t=0: no noise last
+        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t = 0: no noise last
     )
     return {name: value.float().to(device) for name, value in schedule.items()}
 
 
-# -----------------------------------------------------------------------------
-# Forward process
+# %% Forward process
 
 def q_sample(x0, t, noise, schedule):
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps   (DDPM eq. 4); t is (B,) of step indices."""
@@ -133,8 +130,7 @@ def q_sample(x0, t, noise, schedule):
             + schedule["sqrt_one_minus_alpha_bars"][t].view(shape) * noise)
 
 
-# -----------------------------------------------------------------------------
-# Models: (x_t, t) -> predicted noise eps, same shape as x_t
+# %% Models: (x_t, t) -> predicted noise eps, same shape as x_t
 
 TIME_DIM = 64  # size of the sinusoidal step embedding
 
@@ -225,8 +221,7 @@ def build_model(kind, cfg, schedule):
     raise ValueError(f"unknown model {kind!r}")
 
 
-# -----------------------------------------------------------------------------
-# Training: DDPM Algorithm 1
+# %% Training: DDPM Algorithm 1
 
 class DivergedError(RuntimeError):
     pass
@@ -262,94 +257,112 @@ def train(model, data, schedule, cfg, generator=None, log=print):
     return losses
 
 
-# -----------------------------------------------------------------------------
-# Sampling: DDPM Algorithm 2, DDIM, and DPM-Solver++(2M), the second-order solver of the ODE DDIM solves
+# %% Sampling: DDPM Algorithm 2, DDIM, and DPM-Solver++(2M), the second-order solver of the ODE DDIM solves
+# Each sampler is a loop of its own that yields x after every step. The step t is a Python int: indexing a
+# schedule tensor with it is a view, never a GPU -> CPU sync (.item()).
+
+def ddpm(model, x, schedule, generator=None):
+    """DDPM Algorithm 2: all T steps, t = T-1 .. 0, each adding fresh noise z (with sigma = 0 at t = 0)."""
+    eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]   # beta_t / sqrt(1 - abar_t)
+    sigmas = schedule["posterior_variance"].sqrt()                        # sigma_t^2 = beta~_t, 0 at t = 0
+    for t in range(len(schedule["betas"]) - 1, -1, -1):
+        eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
+        z = torch.randn(x.shape, generator=generator, device=x.device)
+        # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Algorithm 2, line 4)
+        x = schedule["alphas"][t].rsqrt() * (x - eps_coef[t] * eps) + sigmas[t] * z
+        yield x
+
+def predict_x0(x, eps, abar, clip=None):
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), DDPM eq. 4 solved for x0 (DDIM eq. 12), clipped to
+    [-clip, clip] if clip is given: near t = T-1, 1/sqrt(abar_t) magnifies any error in eps a thousandfold."""
+    x0_hat = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+    return x0_hat if clip is None else x0_hat.clamp(-clip, clip)
+
+def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
+    """DDIM (Song et al. 2021): K = steps of the T steps, predicting x0 and moving straight to the next one."""
+    T = len(schedule["betas"])
+    ts = torch.linspace(T - 1, 0, steps).round().long().tolist()          # K steps, T-1 ... 0 ("linspace")
+    abar = schedule["alpha_bars"][ts]
+    abar_prev = torch.cat([abar[1:], abar.new_ones(1)])                   # the last step lands on abar = 1
+    sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
+    for i, t in enumerate(ts):
+        eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
+        x0_hat = predict_x0(x, eps, abar[i], clip)
+        # x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z   (DDIM eq. 12)
+        x = abar_prev[i].sqrt() * x0_hat + (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
+        if eta > 0:
+            x = x + sigmas[i] * torch.randn(x.shape, generator=generator, device=x.device)
+        yield x
+
+def dpm_solver(model, x, schedule, steps, clip=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): DDIM's step (eta = 0) with a better x0_hat, one
+    network call a step. Its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) and the time
+    lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_prev - lambda_i."""
+    T, K = len(schedule["betas"]), steps
+    # K steps that shrink towards t = 0: t_i = round((T - K) u_i^1.5) + K - 1 - i with u_i = 1 - i/(K-1), all
+    # distinct, T-1 ... 0. The second-order step extrapolates from the step before, which needs neighbouring
+    # steps of similar length in lambda; equal steps in t end with one much longer, where it overshoots.
+    u = torch.linspace(1, 0, K, dtype=torch.float64) ** 1.5
+    ts = ((T - K) * u).round().long().add(torch.arange(K - 1, -1, -1)).tolist()
+    abar = schedule["alpha_bars"][ts]
+    abar_prev = torch.cat([abar[1:], abar.new_ones(1)])                   # the last step lands on abar = 1
+    lam = (abar / (1 - abar)).log() / 2
+    h = lam[1:] - lam[:-1]                                                # (K-1,); the last step's h is inf
+    w = torch.cat([h.new_zeros(1), h[1:] / (2 * h[:-1])])                # 1 / (2 r_i), r_i = h_{i-1} / h_i
+    ratio = ((1 - abar_prev) / (1 - abar)).sqrt()                        # sigma_prev / sigma_i, 0 at the end
+    coef = abar_prev.sqrt() - ratio * abar.sqrt()                        # -alpha_prev (e^-h - 1), 1 at the end
+    last_x0_hat = None                                                    # the step before's prediction
+    for i, t in enumerate(ts):
+        eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
+        x0_hat = predict_x0(x, eps, abar[i], clip)
+        # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) last_x0_hat: a second-order correction from the step before.
+        # First order (D = x0_hat, exactly DDIM) on the first step (no history yet) and on the last
+        # (h = inf: it lands on abar = 1 and returns x0_hat).
+        D = x0_hat if last_x0_hat is None or i == K - 1 else (1 + w[i]) * x0_hat - w[i] * last_x0_hat
+        x = ratio[i] * x + coef[i] * D      # x_prev = (sigma_prev / sigma_i) x_i - alpha_prev (e^-h_i - 1) D_i
+        last_x0_hat = x0_hat
+        yield x
 
 @torch.no_grad()
 def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
            clip=None, trajectory=None):
-    """Draw n samples. model is any callable (x_t, t) -> predicted eps. DDIM and DPM-Solver take `steps` of
-    the T steps and clip their predicted x0 to [-clip, clip] if clip is given. trajectory, if a list,
-    collects x after every step (on the CPU)."""
-    device = schedule["betas"].device
-    T = len(schedule["betas"])
+    """Draw n samples from x_{T-1} ~ N(0, I). model is any callable (x_t, t) -> predicted eps. DDIM and DPM-Solver
+    take `steps` of the T steps (all T if None) and clip their x0_hat to [-clip, clip] if clip is given.
+    trajectory, if a list, collects x_{T-1} and x after every step (on the CPU)."""
+    K = steps or len(schedule["betas"])
+    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # x_{T-1} ~ N(0, I)
     if sampler == "ddpm":
-        ts = list(range(T - 1, -1, -1))                                      # T-1, ..., 0
-        eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]
-        inv_sqrt_alphas = schedule["alphas"].rsqrt()
-        sigmas = schedule["posterior_variance"].sqrt()                     # sigma_t^2 = beta~_t, 0 at t=0
+        loop = ddpm(model, x, schedule, generator)
     elif sampler == "ddim":
-        ts = torch.linspace(T - 1, 0, steps or T).round().long().tolist()  # "trailing": T-1 ... 0
+        loop = ddim(model, x, schedule, K, generator, eta, clip)
     elif sampler == "dpm":
-        # K steps that shrink towards t = 0, t ~ (T - K) (1 - i/K)^1.5 + (K - 1 - i): all distinct, T-1 ... 0.
-        # The second-order step extrapolates from the previous step, which needs neighbouring steps of similar
-        # size in lambda; DDIM's equal steps in t end with one three times longer (t = 11 -> 0 at T = 100,
-        # K = 10), where the extrapolation overshoots: spiral p90 12.7 % of the radius against 0.6 % here.
-        K = steps or T
-        u = torch.linspace(1, 0, K, dtype=torch.float64) ** 1.5
-        ts = ((T - K) * u).round().long().add(torch.arange(K - 1, -1, -1)).tolist()
+        loop = dpm_solver(model, x, schedule, K, clip)
     else:
         raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim' or 'dpm'")
-    if sampler != "ddpm":
-        abar = schedule["alpha_bars"][ts]
-        abar_prev = torch.cat([abar[1:], abar.new_ones(1)])               # the last step lands on abar = 1
-        sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16
-    if sampler == "dpm":
-        # DPM-Solver++ in its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), and the time
-        # lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_next - lambda_i
-        lam = (abar / (1 - abar)).log() / 2
-        h = lam[1:] - lam[:-1]                                             # (K-1,); the last step's h is inf
-        w = torch.cat([h.new_zeros(1), h[1:] / (2 * h[:-1])])             # 1 / (2 r_i), r_i = h_{i-1} / h_i
-        ratio = ((1 - abar_prev) / (1 - abar)).sqrt()                     # sigma_next / sigma_i, 0 at the end
-        coef = abar_prev.sqrt() - ratio * abar.sqrt()                     # -alpha_next (e^-h - 1), 1 at the end
-    x = torch.randn((n,) + shape, generator=generator, device=device)       # x_T ~ N(0, I)
     if trajectory is not None:
         trajectory.append(x.cpu())
-    # t is a Python int: indexing a schedule tensor with it is a view, never a GPU -> CPU sync (.item())
-    for i, t in enumerate(ts):
-        eps = model(x, torch.full((n,), t, device=device))                # (n, ...) predicted noise
-        z = torch.randn(x.shape, generator=generator, device=device)
-        if sampler == "ddpm":
-            # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Alg. 2 line 4)
-            x = inv_sqrt_alphas[t] * (x - eps_coef[t] * eps) + sigmas[t] * z
-        else:
-            # predict x0 from x_t and eps: x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)   (DDIM eq. 12)
-            x0_hat = (x - (1 - abar[i]).sqrt() * eps) / abar[i].sqrt()
-            if clip is not None:  # near t=T, 1/sqrt(abar) (2000 for cosine) magnifies any error in eps
-                x0_hat = x0_hat.clamp(-clip, clip)
-        if sampler == "ddim":
-            # step to abar_prev along the predicted noise direction   (DDIM eq. 12)
-            direction = (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
-            x = abar_prev[i].sqrt() * x0_hat + direction + sigmas[i] * z
-        elif sampler == "dpm":
-            # DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the same ODE step as DDIM at eta = 0, but with
-            # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) x0_hat_prev, a second-order correction from the
-            # previous step's x0_hat, in place of x0_hat. First order (D = x0_hat, exactly DDIM) on the first
-            # step (no history yet) and on the last (h = inf: it lands on abar = 1 and returns x0_hat).
-            D = (1 + w[i]) * x0_hat - w[i] * x0_hat_prev if 0 < i < len(ts) - 1 else x0_hat
-            x = ratio[i] * x + coef[i] * D      # x_next = (sigma_next / sigma_i) x_i - alpha_next (e^-h_i - 1) D_i
-            x0_hat_prev = x0_hat
+    for x in loop:
         if trajectory is not None:
             trajectory.append(x.cpu())
     return x
 
 
-# -----------------------------------------------------------------------------
-# Evaluation: how close are generated points to the spiral, and do they cover all of it?
+# %% Evaluation: how close are generated points to the spiral, and do they cover all of it?
 
 def nearest_distance(a, b, chunk=2048):
     """For each row of a, the distance to the nearest row of b."""
     return torch.cat([torch.cdist(a[i:i + chunk], b).min(dim=1).values for i in range(0, len(a), chunk)])
 
-def evaluate(points, generator=None):
+def evaluate(points, generator=None, noise=Config.noise):
     """Precision: distance from each point to the nearest of 20,000 fresh real points, relative to the data's
     RMS radius (median, 90th percentile, share beyond 10 %). Recall: median distance from fresh real points to
-    the nearest point, over the same median between two fresh real sets: 1.0 = covered evenly."""
+    the nearest point, over the same median between two fresh real sets: 1.0 = covered evenly. The real
+    points have the jitter `noise` of the data the model learned."""
     points = points.double().cpu()
-    ref = make_data(20_000, generator).double()
+    ref = make_data(20_000, generator, noise).double()
     rms = (ref - ref.mean(0)).pow(2).sum(1).mean().sqrt()
     dist = nearest_distance(points, ref) / rms
-    real_a, real_b = make_data(len(points), generator).double(), make_data(len(points), generator).double()
+    real_a, real_b = (make_data(len(points), generator, noise).double() for _ in range(2))  # two fresh real sets
     recall = nearest_distance(real_a, points).median() / nearest_distance(real_a, real_b).median()
     return dict(median=dist.median().item(), p90=dist.quantile(0.9).item(),
                 outliers=(dist > 0.1).double().mean().item(), recall=recall.item())
@@ -358,10 +371,9 @@ QUALITY = {"median": "median distance", "p90": "90th pct dist.", "outliers": "ou
            "recall": "recall (1=even)"}
 
 
-# =============================================================================
-# Running the lesson: command line, checkpoints, files and figures. Nothing below teaches diffusion;
-# skip it unless you want to change how the script is run.
-# =============================================================================
+# %% Running the lesson ======================================================================================
+# Command line, checkpoints, files and figures. Nothing below teaches diffusion; skip it unless you want to
+# change how the script is run.
 
 PROG = "diffusion_spiral.py"  # the name in messages (not from __file__: a notebook cell has none)
 DESCRIPTION = "DDPM on a 2-D spiral."
@@ -387,13 +399,14 @@ def main(argv=None):
         raise SystemExit(130)
 
 def run(cfg):
-    # ---- seeding: one generator per use, so --load samples exactly what the training run sampled ---------
-    torch.manual_seed(cfg.seed)                                         # initial weights
+    # seeding: one generator per use, so --load samples exactly what the training run sampled
+    seed = lambda k: (cfg.seed + k) % 2**64                              # the seed of each use, within torch's
+    torch.manual_seed(cfg.seed)                                         # range 0 .. 2^64 - 1; initial weights
     device = pick_device(cfg.device)
-    data_gen = torch.Generator().manual_seed(cfg.seed)                 # the training set
-    train_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # batches, t and noise in training
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)  # x_T and z in sampling
-    eval_gen = torch.Generator().manual_seed(cfg.seed + 3)             # fresh real data for the metrics
+    data_gen = torch.Generator().manual_seed(cfg.seed)                  # the training set
+    train_gen = torch.Generator(device=device).manual_seed(seed(1))     # batches, t and noise in training
+    sample_gen = torch.Generator(device=device).manual_seed(seed(2))    # x_{T-1} and z in sampling
+    eval_gen = torch.Generator().manual_seed(seed(3))                   # fresh real data for the metrics
 
     ckpt = check_run(cfg)                                               # refuse what cannot work, before work
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
@@ -402,7 +415,7 @@ def run(cfg):
     check_memory(cfg, model, device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"config: {asdict(cfg)}\ndevice: {device}")
-    print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t=T: {schedule['alpha_bars'][-1]:.2e}")
+    print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t = T-1: {schedule['alpha_bars'][-1]:.2e}")
     data = make_data(cfg.num_train, data_gen, cfg.noise).to(device)
 
     losses, train_time = torch.zeros(0), 0.0
@@ -428,8 +441,8 @@ def run(cfg):
     print(f"sampled in {sample_time:.2f}s")
 
     scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
-    quality = evaluate(scored, eval_gen)
-    real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen)
+    quality = evaluate(scored, eval_gen, cfg.noise)
+    real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen, cfg.noise)
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model)
@@ -443,7 +456,7 @@ def run(cfg):
     print(f"outputs in {cfg.out}/")
     return metrics
 
-# ---- checks: a user's mistake ends before any work, in one line --------------------------------------------
+# %% Checks: a user's mistake ends before any work, in one line
 
 def check_run(cfg):
     """Everything that can be refused before work starts. Returns the checkpoint of --load (or None); its
@@ -491,7 +504,7 @@ def check_memory(cfg, model, device):
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
 
-# ---- the command line: one flag per Config field ----------------------------------------------------------
+# %% The command line: one flag per Config field
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit status 2, instead of usage text
@@ -532,7 +545,7 @@ def number(kind, low=None, high=None):
         return value
     return parse
 
-# ---- files: checkpoint, results ----------------------------------------------------------------------------
+# %% Files: checkpoint, results
 
 def save_checkpoint(path, model, cfg, schedule):
     tmp = path + ".tmp"
@@ -562,11 +575,14 @@ def save_results(out, samples, metrics, losses):
         np.savetxt(os.path.join(out, "loss.csv"), np.c_[np.arange(1, len(losses) + 1), losses.numpy()],
                    delimiter=",", header="step,loss", comments="", fmt=["%d", "%.6f"])
 
-# ---- figures ------------------------------------------------------------------------------------------------
+# %% Figures
 
 def save(fig, out, name):
     fig.set_layout_engine("constrained")  # room for titles, labels and a suptitle
     fig.savefig(os.path.join(out, name), dpi=110, bbox_inches="tight")
+    if "ipykernel" in sys.modules:        # in Jupyter: also show it inline (IPython is there)
+        from IPython.display import display
+        display(fig)
     plt.close(fig)
 
 def plot_loss(out, losses):
@@ -607,7 +623,7 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     g = torch.Generator().manual_seed(0)                                         # the forward figure's noise
     noisy = lambda t: q_sample(data, torch.full((n,), t), torch.randn(data.shape, generator=g), schedule)
     row(out, "forward.png", "Forward process: the spiral dissolves into N(0, I) noise",
-        [(noisy(t), f"x_t at t = {t + 1}\nsignal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
+        [(noisy(t), f"x_t at t = {t}\nsignal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
          for t in [0, T // 10, 3 * T // 10, T - 1]])
     if len(losses):  # none after --load
         plot_loss(out, losses)
@@ -616,10 +632,11 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
                                  (shown, f"generated from noise ({len(shown)} points)")], colors=["C1", "C0"])
     traj = [x[:n] for x in traj]                                                 # the points shown
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
-    row(out, "reverse.png", "Reverse process: from noise x_T to samples x_0",
+    row(out, "reverse.png", "Reverse process: from pure noise to samples",
         [(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps])
     if gif:
         animate(out, traj, scatter, (4.5, 4.5))
 
+# %% Run the lesson (a script, or a notebook cell: main() reads the flags, ignoring a kernel's own)
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import shutil
 import sys
 import types
@@ -275,3 +276,57 @@ def test_pasted_into_a_notebook_cell(script, monkeypatch, tmp_path, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(script.PROG + ": error:") and "\n" not in err and "Traceback" not in err
+
+
+def cells(script):
+    """The script's `# %%` cells (what VS Code, PyCharm, Spyder and Jupytext open as notebook cells), in order."""
+    source = Path(script.__file__).read_text()
+    return re.split(r"^(?=# %%)", source, flags=re.M)
+
+
+def test_cells_run_in_order_only_define_things(script, monkeypatch, tmp_path, capsys):
+    """Run cell by cell as a notebook would (__name__ == "__main__", a kernel's argv): every cell but the last
+    only defines things (no output, no files); the last runs main(), which ignores the kernel's arguments."""
+    parts = cells(script)
+    titles = [part.splitlines()[0] for part in parts[1:]]
+    for wanted in ["Config", "Data", "Noise schedule", "Forward process", "Models", "Training", "Sampling",
+                   "Evaluation", "Running the lesson"]:
+        assert any(title.startswith(f"# %% {wanted}") for title in titles), f"no cell {wanted!r}: {titles}"
+    assert parts[-1].splitlines()[1:] == ['if __name__ == "__main__":', "    main()"], parts[-1]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/tmp/kernel-1.json"])
+    namespace = {"__name__": "__main__"}
+    for part in parts[:-1]:
+        exec(part, namespace)
+    assert capsys.readouterr() == ("", "") and not list(tmp_path.iterdir())
+    configs = []
+    namespace["run"] = configs.append                     # the last cell's main(): record what it would run
+    exec(parts[-1], namespace)
+    assert configs == [namespace["Config"]()]
+
+
+def test_figures_show_inline_in_jupyter(script, monkeypatch, tmp_path):
+    """In a Jupyter kernel every saved figure is also displayed; elsewhere IPython is not imported."""
+    run = run_main(script, *TINY, "--out", tmp_path / "plain")
+    assert run.code == 0, run.stderr
+    assert "IPython" not in sys.modules
+    shown = []
+    display = types.ModuleType("IPython.display")
+    display.display = shown.append
+    monkeypatch.setitem(sys.modules, "IPython", types.ModuleType("IPython"))
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    run = run_main(script, *TINY, "--out", tmp_path / "kernel")
+    assert run.code == 0, run.stderr
+    pngs = sorted(p.name for p in (tmp_path / "kernel").glob("*.png"))
+    assert len(shown) == len(pngs) >= 4 and all(hasattr(fig, "savefig") for fig in shown), (len(shown), pngs)
+
+
+@pytest.mark.parametrize("seed", [0, 2**64 - 1])
+def test_every_allowed_seed_runs(script, tmp_path, seed):
+    """The help allows 0 .. 2^64 - 1, and every seed derived from it (seed + 1, ...) stays in torch's range."""
+    args = [a if a != "3" else str(seed) for a in TINY]
+    run = run_main(script, *args, "--no-plots", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    assert_one_line_error(run_main(script, "--seed", 2**64, "--out", tmp_path), 2, "--seed")
