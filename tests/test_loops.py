@@ -23,7 +23,7 @@ def test_training_loop_reads_back_only_to_log(script, monkeypatch):
     """One read per progress line, none per step. (AdamW reads its own step counters with .item(); they
     live on the CPU even when training on a GPU, so they cost no sync. SGD stands in to keep the count
     about the training loop itself.)"""
-    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay, **fused: torch.optim.SGD(params, lr=lr))
     cfg = script.Config(steps=20, log_every=10, batch_size=16)
     schedule = script.make_schedule(cfg.timesteps, cfg.schedule)
     model = script.build_model("mlp", cfg, schedule)
