@@ -58,7 +58,7 @@ class Config:
     steps: int = knob(3000, "optimizer steps", unet=2000)
     batch_size: int = knob(256, "waves per step", unet=128)
     lr: float = knob(4e-3, "peak learning rate of AdamW, reached after --warmup steps, then cosine decay to 0")
-    warmup: int = knob(100, "warm-up steps; the cold finish of the decay works like an EMA of the weights")
+    warmup: int = knob(100, "warm-up steps, from 0 to --lr")
     timesteps: int = knob(200, "T, the number of noising steps", min=2)
     schedule: str = knob("cosine", "beta schedule: cosine gives sharper waves than linear (scaled for T)",
                          choices=("cosine", "linear"))
@@ -370,7 +370,8 @@ def predict_x0(x, eps, abar, clip=None):
 def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
     """DDIM (Song et al. 2021): K = steps of the T steps, predicting x0 and moving straight to the next one."""
     T = len(schedule["betas"])
-    ts = torch.linspace(T - 1, 0, steps).round().long().tolist()          # K steps, T-1 ... 0 ("linspace")
+    # K steps evenly from T-1 to 0: "linspace" (Lin et al. 2023, Table 2), better here than their "trailing"
+    ts = torch.linspace(T - 1, 0, steps).round().long().tolist()
     abar = schedule["alpha_bars"][ts]
     abar_prev = torch.cat([abar[1:], abar.new_ones(1)])                   # the last step lands on abar = 1
     sigmas = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()  # DDIM eq. 16

@@ -86,6 +86,9 @@ for script, keys in cols.items():
             sps = f"{m['steps_per_second']:.0f}" if m["steps_per_second"] else "-"
             row = [f"{model}, {label}", f"{m['parameters']:,}", sps, wall]
             print("| " + " | ".join(row + [f"{m['quality'][k]:.4f}" for k, _ in keys]) + " |")
+        if script == "sine":  # the same model with its label hidden: --frequency F --guidance 0 ignores F
+            q = json.load(open(os.path.join(out, f"sine_{model}_f2.5_w0", "metrics.json")))["quality"]
+            print(f"| {model}, no-label path, --load | | - | | " + " | ".join(f"{q[k]:.4f}" for k, _ in keys) + " |")
     m = json.load(open(os.path.join(out, f"{script}_mlp", "metrics.json")))
     print("| real data | | | | " + " | ".join(f"{m['real'][k]:.4f}" for k, _ in keys) + " |")
 few = {"spiral": [("p90", "p90 dist"), ("outliers", "outliers"), ("recall", "recall")],

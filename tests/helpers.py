@@ -2,7 +2,7 @@
 
 The references here are what the tests compare against, written independently of the scripts: a float64
 schedule from the papers, exact noise predictors for Dirac and Gaussian data, and the exact linear-Gaussian
-recursion of each sampler (MATH.md, "Exact eps for Gaussian and mixture data").
+recursion of each sampler, derived from Gaussian conditioning.
 """
 import importlib
 import io
@@ -43,7 +43,7 @@ def n_for(mod, total):
 
 def reference_betas(timesteps=100, kind="linear", lo=None, hi=None):
     """float64 numpy betas. linear: improved-diffusion's scaled linear (1000/T) * (1e-4 .. 0.02), or lo..hi
-    when given (e.g. the unscaled 1e-4..0.02 of MATH.md's table). cosine: Nichol & Dhariwal eq. 17, s=0.008.
+    when given (e.g. the unscaled 1e-4..0.02 of test_math.py's table). cosine: Nichol & Dhariwal eq. 17, s=0.008.
     Both clip beta at 0.999 (the scaled linear betas would reach 1 for T <= 20)."""
     T = timesteps
     if kind == "linear":
@@ -127,11 +127,11 @@ def gaussian_predictor(mod, schedule, mu, s):
 
 # -----------------------------------------------------------------------------
 # The exact recursion: with the Gaussian predictor every sampler step is linear in x plus Gaussian noise,
-# so starting from x_T ~ N(m, V) the output is exactly N(m_0, V_0)   (MATH.md)
+# so starting from x_T ~ N(m, V) the output is exactly N(m_0, V_0)
 
 
 def ddim_timesteps(T, steps):
-    """'trailing' spacing: linspace(T-1, 0, K).round()."""
+    """The scripts' DDIM spacing, "linspace" in Lin et al. 2023 (Table 2): linspace(T-1, 0, K).round()."""
     return np.round(np.linspace(T - 1, 0, steps)).astype(int)
 
 

@@ -1,4 +1,4 @@
-"""The shared math of both scripts against closed forms and independently computed numbers (MATH.md)."""
+"""The shared math of both scripts against closed forms and independently computed numbers."""
 import math
 
 import numpy as np
@@ -206,7 +206,7 @@ def test_ddim_with_eta_one_matches_the_ddpm_recursion(script):
     assert_mean_std(out, m, v)
 
 
-# MATH.md's table (T=100, x_T ~ N(0, 1), mean/sd). Its "DDIM 10 trailing" column uses diffusers' trailing
+# A table computed independently in float64 (T=100, x_T ~ N(0, 1), mean/sd). Its "DDIM 10 trailing" column uses diffusers' trailing
 # timesteps 99, 89, ..., 9 and "leading" 90, 80, ..., 0; the scripts use linspace(99, 0, 10).round().
 LIN_02, LIN_X10 = (1e-4, 0.02), (None, None)
 TABLE = [  # (schedule lo/hi, mu, s, sampler, timesteps, mean, sd)
@@ -229,7 +229,7 @@ TABLE = [  # (schedule lo/hi, mu, s, sampler, timesteps, mean, sd)
 
 @pytest.mark.parametrize("lohi, mu, s, sampler, timesteps, mean, sd", TABLE)
 def test_recursion_reproduces_math_table(lohi, mu, s, sampler, timesteps, mean, sd):
-    """The reference recursion itself, against MATH.md's independently computed table."""
+    """The reference recursion itself, against that independently computed table."""
     abar = reference_schedule(100, "linear", *lohi)["alpha_bars"]
     m, v = gaussian_recursion(abar, mu, s, sampler, timesteps=timesteps)
     assert m == pytest.approx(mean, abs=1e-4) and v == pytest.approx(sd, abs=1e-4)
@@ -290,7 +290,7 @@ def test_scripts_agree_on_sampling(both_scripts, sampler, steps):
 
 def test_timestep_embedding_separates_neighbouring_steps(script):
     """Neighbouring steps get clearly different embeddings (fed t/T, a sinusoidal embedding with
-    max_period 1e4 is nearly constant: MATH.md, "Time embedding")."""
+    max_period 1e4 is nearly constant, a pitfall reported in several public repositories)."""
     e = script.timestep_embedding(torch.arange(100), 32, 100).double()   # (T, 32)
     assert e.shape == (100, 32)
     step = (e[1:] - e[:-1]).norm(dim=1)                                  # (T-1,)

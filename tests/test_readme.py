@@ -1,5 +1,7 @@
-"""The README stays true to the code: its table of where each formula lives points at those lines, its
-flag table lists every flag the scripts accept, and its results tables give the parameter counts a run prints."""
+"""The README stays true to the code: its table of where each formula lives names functions that exist and
+contain the formula's words, its flag table lists every flag the scripts accept, and its results tables give
+the parameter counts a run prints."""
+import ast
 import re
 
 import pytest
@@ -8,32 +10,34 @@ from helpers import ROOT, run_main
 
 README = (ROOT / "README.md").read_text()
 
-# row of the README's formula table -> text that the line it names must contain (one per line number)
-FORMULA_LINES = {
-    "schedules": ["def make_schedule"],
-    "forward process": ["def q_sample"],
-    "training loss": ["def diffusion_loss"],
-    "DDPM step": ["x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z"],
-    "DDIM step": ["(DDIM eq. 12)", "sigmas = eta * "],
-    "DPM-Solver++(2M) step": ["D = (1 + w[i]) * x0_hat - w[i] * x0_hat_prev", "x = ratio[i] * x + coef[i] * D"],
-    "classifier-free guidance": ["uncond + w * (model(x, t, freq) - uncond)"],    # the sine script only
-    "label dropping": ["freq.masked_fill(hidden, math.nan)"],                     # the sine script only
-}
-SINE_ONLY = {"classifier-free guidance", "label dropping"}
+# every row the README's formula table must have; sine-only rows say "-" for the spiral
+FORMULA_ROWS = ["schedules", "forward process", "training loss", "DDPM step", "x0 prediction", "DDIM step",
+                "DPM-Solver++(2M) step", "classifier-free guidance", "label dropping", "preconditioning"]
+SINE_ONLY = {"classifier-free guidance", "label dropping", "preconditioning"}
 
 
-@pytest.mark.parametrize("row", FORMULA_LINES)
-def test_formula_table_points_at_the_formulas(script, row):
-    line = next(l for l in README.splitlines() if l.startswith(f"| {row}"))
-    column = line.split("|")[3 if script.__name__ == "diffusion_spiral" else 4]
-    numbers = [int(n) for n in re.findall(r"\d+", column)]
+def definitions(script):
+    """Source text of every module-level function and class of the script, by name."""
+    source = (ROOT / f"{script.__name__}.py").read_text()
+    return {node.name: ast.get_source_segment(source, node) for node in ast.parse(source).body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+
+@pytest.mark.parametrize("row", FORMULA_ROWS)
+def test_formula_table_names_functions_that_hold_the_formula(script, row):
+    """Each cell is `name`: "words": the script defines `name`, and the words occur in its source."""
+    line = next((l for l in README.splitlines() if l.startswith(f"| {row} |")), None)
+    assert line, f"no row {row!r} in the README's formula table"
+    cell = line.split("|")[3 if script.__name__ == "diffusion_spiral" else 4].strip()
     if row in SINE_ONLY and script.__name__ == "diffusion_spiral":
-        assert not numbers, column
+        assert cell == "-", cell
         return
-    source = (ROOT / f"{script.__name__}.py").read_text().splitlines()
-    assert len(numbers) == len(FORMULA_LINES[row]), column
-    for number, text in zip(numbers, FORMULA_LINES[row]):
-        assert text in source[number - 1], f"README says line {number} for {row!r}: {source[number - 1]!r}"
+    match = re.fullmatch(r"`(\w+)`(?:: \"([^\"]+)\")?", cell)
+    assert match, f"{row!r}: {cell!r} is not `name`: \"words\""
+    name, words = match.groups()
+    found = definitions(script)
+    assert name in found, f"{script.__name__} defines no {name!r} (README row {row!r})"
+    assert words is None or words in found[name], f"{words!r} not in {name}() of {script.__name__}"
 
 
 def test_flag_table_lists_every_flag(script):
