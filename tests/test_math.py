@@ -206,8 +206,9 @@ def test_ddim_with_eta_one_matches_the_ddpm_recursion(script):
     assert_mean_std(out, m, v)
 
 
-# A table computed independently in float64 (T=100, x_T ~ N(0, 1), mean/sd). Its "DDIM 10 trailing" column uses diffusers' trailing
-# timesteps 99, 89, ..., 9 and "leading" 90, 80, ..., 0; the scripts use linspace(99, 0, 10).round().
+# A table computed independently in float64: the mean and sd of each sampler's output for Gaussian data N(mu, s^2),
+# T = 100, starting from x_{T-1} ~ N(0, 1). The 10-step DDIM rows use diffusers' "trailing" steps 99, 89, ..., 9
+# or its "leading" ones 90, 80, ..., 0; the scripts use linspace(99, 0, 10).round().
 LIN_02, LIN_X10 = (1e-4, 0.02), (None, None)
 TABLE = [  # (schedule lo/hi, mu, s, sampler, timesteps, mean, sd)
     (LIN_02, 0.0, 1.0, "ddpm", None, 0.0, 0.9875),
