@@ -268,11 +268,12 @@ def ddpm(model, x, schedule, generator=None):
     """DDPM Algorithm 2: all T steps, t = T-1 .. 0, each adding fresh noise z (with sigma = 0 at t = 0)."""
     eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]   # beta_t / sqrt(1 - abar_t)
     sigmas = schedule["posterior_variance"].sqrt()                        # sigma_t^2 = beta~_t, 0 at t = 0
+    inv_sqrt_alphas = schedule["alphas"].rsqrt()                          # 1 / sqrt(alpha_t), once
     for t in range(len(schedule["betas"]) - 1, -1, -1):
         eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
         z = torch.randn(x.shape, generator=generator, device=x.device)
         # x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps) + sigma_t z   (Algorithm 2, line 4)
-        x = schedule["alphas"][t].rsqrt() * (x - eps_coef[t] * eps) + sigmas[t] * z
+        x = inv_sqrt_alphas[t] * (x - eps_coef[t] * eps) + sigmas[t] * z
         yield x
 
 def predict_x0(x, eps, abar, clip=None):
