@@ -8,14 +8,15 @@ return the predicted noise, as DDPM's math expects, but compute it from a unit-s
 (preconditioning), which keeps the generated waves from coming out too small. Then it asks for a
 frequency: the network also learns the wave's frequency as a condition, and classifier-free guidance
 steers sampling towards the one you ask for, the idea behind a text prompt in an image generator.
+Flow matching trains the same networks on straight paths instead and samples with Euler steps.
 
-Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling,
-evaluation. Below the ruler "Running the lesson" come the command line, files and figures: plumbing,
-not needed to understand diffusion.
+Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling, flow
+matching, evaluation. Below the ruler "Running the lesson" come the command line, files and figures.
 
 Run it:
     python diffusion_sine.py                        # residual MLP, about a minute on a laptop CPU
     python diffusion_sine.py --model unet           # 1-D convolutional U-Net, cleaner waves
+    python diffusion_sine.py --objective flow       # flow matching
     python diffusion_sine.py --load outputs/diffusion_sine/model.pt --sampler ddim --sample-steps 20
     python diffusion_sine.py --load outputs/diffusion_sine/model.pt --frequency 2.5   # waves of frequency 2.5
 In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]).
@@ -28,6 +29,7 @@ References:
     Preconditioning: Karras, Aittala, Aila, Laine 2022, "Elucidating the Design Space", arXiv:2206.00364
     DPM-Solver++: Lu, Zhou, Bao, Chen, Li, Zhu 2022, arXiv:2211.01095
     Classifier-free guidance: Ho, Salimans 2022, arXiv:2207.12598
+    Flow matching: Lipman et al. 2023, arXiv:2210.02747; rectified flow: Liu et al. 2023, arXiv:2209.03003
 """
 import argparse
 import json
@@ -50,9 +52,11 @@ import torch.nn.functional as F
 def knob(default, help, **flag):
     return field(default=default, metadata=dict(help=help, **flag))
 
+SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
+
 @dataclass
 class Config:
-    model: str = knob("mlp", "noise-prediction network", choices=("mlp", "unet"))
+    model: str = knob("mlp", "the network, predicting the noise (or for flow, the velocity)", choices=("mlp", "unet"))
     device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
                        choices=("auto", "cpu", "cuda", "mps"))
     steps: int = knob(3000, "optimizer steps", unet=2000)
@@ -62,9 +66,12 @@ class Config:
     timesteps: int = knob(200, "T, the number of noising steps", min=2)
     schedule: str = knob("cosine", "beta schedule: cosine gives sharper waves than linear (scaled for T)",
                          choices=("cosine", "linear"))
-    sampler: str = knob("ddpm", "reverse process: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++, K steps)",
-                        choices=("ddpm", "ddim", "dpm"))
-    sample_steps: int = knob(20, "DDIM and DPM-Solver steps: network calls (at most T)")
+    objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
+                          "path from data to noise (flow matching)", choices=("eps", "flow"))
+    sampler: str = knob("auto", "reverse process; eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++), flow: "
+                        "euler or midpoint (2 calls a step); auto: the first",
+                        choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
+    sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
     eta: float = knob(0.0, "DDIM noise: 0 deterministic, 1 as much noise as DDPM", min=0)
     clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1")
     num_samples: int = knob(512, "waves to generate and score")
@@ -151,7 +158,7 @@ def q_sample(x0, t, noise, schedule):
             + schedule["sqrt_one_minus_alpha_bars"][t].view(shape) * noise)
 
 
-# %% Models: (x_t, t) -> predicted noise eps, both (B, 64)
+# %% Models: (x_t, t) -> predicted noise eps (flow matching: (x_s, s) -> velocity), both (B, 64)
 
 TIME_DIM = 64  # size of the sinusoidal step embedding
 
@@ -223,9 +230,9 @@ class MLP(nn.Module):
     """The whole wave in, the whole noise out: every layer sees all 64 samples, nothing tells it that
     neighbours are related; it has to learn that from data (compare the UNet's convolutions)."""
 
-    def __init__(self, width, blocks, schedule, condition):
+    def __init__(self, width, blocks, precond, timesteps, condition):
         super().__init__()
-        self.precond, self.timesteps = Preconditioning(schedule), len(schedule["betas"])
+        self.precond, self.timesteps = precond, timesteps
         self.time = nn.Sequential(nn.Linear(TIME_DIM, width), nn.SiLU())
         self.cond = Condition(width) if condition else None
         self.inp = nn.Linear(LENGTH, width)
@@ -260,9 +267,9 @@ class UNet(nn.Module):
     value sees more of the wave; the decoder doubles it back, and skip connections hand each scale's
     features to the decoder at the same length, so fine detail is not lost in the bottleneck."""
 
-    def __init__(self, channels, schedule, condition):
+    def __init__(self, channels, precond, timesteps, condition):
         super().__init__()
-        self.precond, self.timesteps = Preconditioning(schedule), len(schedule["betas"])
+        self.precond, self.timesteps = precond, timesteps
         cs = [channels, 2 * channels, 3 * channels, 4 * channels]           # at lengths 64, 32, 16, 8
         d = 4 * channels                                                     # width of the time embedding
         self.time = nn.Sequential(nn.Linear(TIME_DIM, d), nn.SiLU())
@@ -292,11 +299,17 @@ class UNet(nn.Module):
         return self.precond(self.out(h)[:, 0], x, t)                            # (B, 1, 64) -> (B, 64)
 
 def build_model(kind, cfg, schedule):
-    """The network of cfg for this schedule (the preconditioning reads its alpha_bars)."""
+    """The network of cfg. eps: preconditioned for this schedule, its time input a step t of T. flow: its time
+    input s in [0, 1], a time scale of 1 (s too is embedded as a step of 0..1000), and no preconditioning: the
+    velocity eps - x0 has the same variance, 1 + Var(x0), at every s (the README measures it anyway)."""
+    if cfg.objective == "flow":
+        precond, timesteps = (lambda out, x, s: out), 1
+    else:
+        precond, timesteps = Preconditioning(schedule), len(schedule["betas"])
     if kind == "mlp":
-        return MLP(cfg.width, cfg.blocks, schedule, cfg.condition)
+        return MLP(cfg.width, cfg.blocks, precond, timesteps, cfg.condition)
     if kind == "unet":
-        return UNet(cfg.channels, schedule, cfg.condition)
+        return UNet(cfg.channels, precond, timesteps, cfg.condition)
     raise ValueError(f"unknown model {kind!r}")
 
 
@@ -306,15 +319,19 @@ class DivergedError(RuntimeError):
     pass
 
 def diffusion_loss(model, x0, schedule, generator=None, freq=None, label_drop=0.0):
-    """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2. With labels freq,
-    each is hidden (NaN) with probability label_drop, so the network learns eps(x_t, t) as well as
-    eps(x_t, t, f)   (classifier-free guidance, Ho & Salimans 2022, Algorithm 1)."""
+    """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2; with labels freq,
+    eps_theta(x_t, t, f), some f hidden (see hide_labels)."""
     t = torch.randint(0, len(schedule["betas"]), (x0.shape[0],), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    return F.mse_loss(model(q_sample(x0, t, noise, schedule), t, *hide_labels(freq, label_drop, generator)), noise)
+
+def hide_labels(freq, label_drop, generator=None):
+    """The labels as the model's extra argument: none without labels; else each hidden (NaN) with probability
+    label_drop, so the network learns eps(x_t, t) as well as eps(x_t, t, f)   (Ho & Salimans 2022, Algorithm 1)."""
     if freq is None:
-        return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
+        return ()
     hidden = torch.rand(freq.shape, generator=generator, device=freq.device) < label_drop  # (B,) per wave
-    return F.mse_loss(model(q_sample(x0, t, noise, schedule), t, freq.masked_fill(hidden, math.nan)), noise)
+    return (freq.masked_fill(hidden, math.nan),)
 
 def train(model, data, schedule, cfg, generator=None, log=print, labels=None):
     """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf.
@@ -330,7 +347,8 @@ def train(model, data, schedule, cfg, generator=None, log=print, labels=None):
     for i in range(cfg.steps):
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
         freq = None if labels is None else labels[idx]
-        loss = diffusion_loss(model, data[idx], schedule, generator, freq, cfg.label_drop)
+        loss = (flow_loss(model, data[idx], generator, freq, cfg.label_drop) if cfg.objective == "flow"
+                else diffusion_loss(model, data[idx], schedule, generator, freq, cfg.label_drop))  # flow: below
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -417,19 +435,24 @@ def dpm_solver(model, x, schedule, steps, clip=None):
 @torch.no_grad()
 def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
            clip=None, trajectory=None):
-    """Draw n samples from x_{T-1} ~ N(0, I). model is any callable (x_t, t) -> predicted eps. DDIM and DPM-Solver
-    take `steps` of the T steps (all T if None) and clip their x0_hat to [-clip, clip] if clip is given.
+    """Draw n samples from x_{T-1} ~ N(0, I). model is any callable (x_t, t) -> predicted eps, or for euler and
+    midpoint (flow matching, below) (x_s, s) -> predicted velocity, s a float tensor (n,) in [0, 1]. DDIM and
+    DPM-Solver take `steps` of the T steps (all T if None) and clip x0_hat to [-clip, clip] if clip is given.
     trajectory, if a list, collects x_{T-1} and x after every step (on the CPU)."""
     K = steps or len(schedule["betas"])
-    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # x_{T-1} ~ N(0, I)
+    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # x_{T-1} (flow: x_1)
     if sampler == "ddpm":
         loop = ddpm(model, x, schedule, generator)
     elif sampler == "ddim":
         loop = ddim(model, x, schedule, K, generator, eta, clip)
     elif sampler == "dpm":
         loop = dpm_solver(model, x, schedule, K, clip)
+    elif sampler == "euler":
+        loop = euler(model, x, K)
+    elif sampler == "midpoint":
+        loop = midpoint(model, x, K)
     else:
-        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim' or 'dpm'")
+        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim', 'dpm', 'euler' or 'midpoint'")
     if trajectory is not None:
         trajectory.append(x.cpu())
     for x in loop:
@@ -441,7 +464,8 @@ def guided(model, freq, w):
     """Classifier-free guidance as a predictor sample() takes: (x_t, t) -> eps for waves of frequency freq
     (n,). eps = eps(x_t, t) + w (eps(x_t, t, f) - eps(x_t, t))   (Ho & Salimans 2022, eq. 6 with w = 1 + theirs):
     w = 0 ignores f, w = 1 is the plain conditional model, w > 1 pushes further away from the unconditional
-    prediction, towards what makes f likely; too large a w bunches the phases (the README measures w)."""
+    prediction, towards what makes f likely (the README measures w). A flow model's velocities mix the same way:
+    like eps, v is affine in the score, with coefficients that depend on s alone."""
     if w == 1:
         return lambda x, t: model(x, t, freq)                     # one network call per step
     def eps(x, t):
@@ -458,6 +482,42 @@ def conditional_predictor(model, n, frequency, w, generator=None):
         return guided(model, torch.full((n,), frequency, device=device), w)
     freq = F_MIN + (F_MAX - F_MIN) * torch.rand(n, generator=generator)      # (n,) f ~ U[1, 5)
     return guided(model, freq.to(device), 1.0)
+
+
+# %% Flow matching (Lipman et al. 2023; Liu et al. 2023): data and noise joined by straight lines, x_s =
+# (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network (build_model: its time input is s) learns the
+# velocity along them, v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from s = 1 to 0.
+
+def flow_loss(model, x0, generator=None, freq=None, label_drop=0.0):
+    """s = sigmoid(z), z ~ N(0, 1), eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2 (labels: diffusion_loss).
+    This logit-normal s (Esser et al. 2024) visits the middle of the path more, and its ends less, than uniform s
+    does; here it made cleaner waves (measured in the README)."""
+    s = torch.sigmoid(torch.randn(x0.shape[0], generator=generator, device=x0.device))  # (B,) in (0, 1)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 64)
+    return F.mse_loss(model(x_s, s, *hide_labels(freq, label_drop, generator)), noise - x0)
+
+def euler(model, x, steps):
+    """Euler's method in K equal steps of s (steps that shrink towards s = 0 did no better), one network call
+    each. With x0_hat = x - s v and eps_hat = x + (1 - s) v, the data and the noise that x and v point to,
+    the step x + (s_next - s) v = (1 - s_next) x0_hat + s_next eps_hat is DDIM's (eta = 0, eq. 12) on the path
+    alpha = 1 - s, sigma = s (Gao et al. 2024): flow matching changes the path, the network's target and how
+    s is drawn in training, not the solver."""
+    s = torch.linspace(1, 0, steps + 1, device=x.device)                      # (K + 1,) s_0 = 1 .. s_K = 0
+    for i in range(steps):
+        v = model(x, s[i].expand(len(x)))                                    # (n, ...) predicted velocity
+        x = x + (s[i + 1] - s[i]) * v
+        yield x
+
+def midpoint(model, x, steps):
+    """The midpoint method: half an Euler step, then the whole step with the velocity found there. Two network
+    calls a step, and second order: its error shrinks as 1/K^2, Euler's as 1/K."""
+    s = torch.linspace(1, 0, steps + 1, device=x.device)                      # (K + 1,)
+    for i in range(steps):
+        s_mid = (s[i] + s[i + 1]) / 2
+        x_mid = x + (s_mid - s[i]) * model(x, s[i].expand(len(x)))          # (n, ...) half a step
+        x = x + (s[i + 1] - s[i]) * model(x_mid, s_mid.expand(len(x)))
+        yield x
 
 
 # %% Evaluation: is each sample a clean sine (shape), and do the samples vary like real waves (coverage)?
@@ -520,8 +580,8 @@ QUALITY = {"r2_median": "median R^2 of sine fit", "r2_099": "share R^2 >= 0.99",
 # change how the script is run.
 
 PROG = "diffusion_sine.py"  # the name in messages (not from __file__: a notebook cell has none)
-DESCRIPTION = "DDPM on 1-D sine waves of length 64."
-SAVED = ("model", "timesteps", "schedule", "width", "blocks", "channels", "condition",  # what --load takes
+DESCRIPTION = "DDPM and flow matching on 1-D sine waves of length 64."
+SAVED = ("model", "objective", "timesteps", "schedule", "width", "blocks", "channels", "condition",  # what --load takes
          "steps", "batch_size", "lr", "warmup", "label_drop")                        # from the checkpoint
 
 class UsageError(Exception):  # a user's mistake: main() prints it in one line and exits with status 2
@@ -595,15 +655,14 @@ def run(cfg):
     real = evaluate(make_waves(len(scored), eval_gen, cfg.frequency or None)[0], eval_gen, cfg.frequency)
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
-                   device=str(device), sampler=cfg.sampler, model=cfg.model, frequency=cfg.frequency or None,
-                   guidance=cfg.guidance if cfg.frequency else None)
+                   device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective,
+                   frequency=cfg.frequency or None, guidance=cfg.guidance if cfg.frequency else None)
     print(f"quality{'generated':>27}   real data")
     for key in quality:
         print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
-        plot_all(cfg.out, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
-                 samples, traj, cfg.gif)
+        plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj)
     if cfg.plots and cfg.frequency:
         plot_guidance(cfg, model, schedule, torch.Generator(device=device).manual_seed(cfg.seed))
     print(f"outputs in {cfg.out}/")
@@ -620,7 +679,11 @@ def check_run(cfg):
         raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
                          "pip install 'numpy<2' (or torch>=2.3)")
     ckpt = load_checkpoint(cfg) if cfg.load else None
-    if cfg.sampler != "ddpm" and cfg.sample_steps > cfg.timesteps:
+    fits = SAMPLERS[cfg.objective]                                      # (after --load: the checkpoint's)
+    cfg.sampler = fits[0] if cfg.sampler == "auto" else cfg.sampler
+    if cfg.sampler not in fits:
+        raise UsageError(f"--sampler {cfg.sampler} does not fit --objective {cfg.objective}: use {' or '.join(fits)}")
+    if cfg.sampler in ("ddim", "dpm") and cfg.sample_steps > cfg.timesteps:
         raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
     if cfg.frequency and not F_MIN <= cfg.frequency < F_MAX:
         raise UsageError(f"--frequency {cfg.frequency} is outside [1, 5), the frequencies the model learned")
@@ -647,18 +710,15 @@ def pick_device(name):
 def check_memory(cfg, model, device):
     """Refuse a size that cannot fit in memory, saying what it would need, rather than crash or swap for
     minutes. An example costs every layer's output (training keeps them and their gradients) and its data."""
-    if device.type == "cuda":
-        have = torch.cuda.get_device_properties(device).total_memory
-    elif hasattr(os, "sysconf"):                                      # RAM (Apple's GPUs share it)
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    else:
-        return                                                        # Windows: no way to ask, no check
+    # the GPU's memory, else the RAM (Apple's GPUs share it); Windows has no way to ask: no check
+    have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
     sizes = []
     hook = nn.modules.module.register_module_forward_hook(lambda m, i, out: sizes.append(out.numel()))
     model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
-    steps = (cfg.timesteps + 1) * data if cfg.plots else 0            # x after every step, for the figures
+    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if cfg.plots else 0  # x after every step: figures
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
         if n * each > have:
@@ -746,13 +806,13 @@ def save(fig, out, name):
         display(fig)
     plt.close(fig)
 
-def plot_loss(out, losses):
+def plot_loss(out, losses, objective):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
     k = max(1, len(losses) // 50)
     ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
-    ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
-           title="Training loss (DDPM Algorithm 1)")
+    what = "velocity (flow matching)" if objective == "flow" else "noise (DDPM Algorithm 1)"
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error", title=f"Training loss: predicted {what}")
     ax.legend()
     save(fig, out, "loss.png")
 
@@ -797,23 +857,24 @@ def plot_guidance(cfg, model, schedule, generator):
     ax.legend()
     save(fig, cfg.out, "guidance.png")
 
-def plot_all(out, data, schedule, losses, samples, traj, gif):
-    T = len(schedule["betas"])
+def plot_all(cfg, data, schedule, losses, samples, traj):
+    out, T = cfg.out, len(schedule["betas"])
+    a, b = schedule["sqrt_alpha_bars"], schedule["sqrt_one_minus_alpha_bars"]     # x = a x0 + b eps at step t
+    if cfg.objective == "flow":                                                   # the straight path, s = (t + 1) / T
+        a, b = 1 - torch.arange(1, T + 1) / T, torch.arange(1, T + 1) / T
     x0 = data[:1]                                                                # (1, 64) one wave
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     steps = [0, T // 10, T // 4, T // 2, T - 1]
     fig, axes = plt.subplots(1, len(steps), figsize=(15, 3.2), sharey=True)
     for ax, t in zip(axes, steps):
-        xt = q_sample(x0, torch.tensor([t]), noise, schedule)
-        kept = schedule["sqrt_alpha_bars"][t]
-        waves(ax, torch.cat([xt, x0]), f"x_t at t = {t}\nsignal kept sqrt(abar) = {kept:.3f}")
+        waves(ax, torch.cat([a[t] * x0 + b[t] * noise, x0]), f"x = {a[t]:.3f} x0 + {b[t]:.3f} eps")  # as q_sample
     axes[0].set_ylabel("value")
-    axes[0].legend(["noisy x_t", "clean x0"], loc="lower left", fontsize=8)
-    fig.suptitle("Forward process: one sine wave dissolves into N(0, I) noise")
+    axes[0].legend(["noisy x", "clean x0"], loc="lower left", fontsize=8)
+    fig.suptitle(f"Forward process ({cfg.objective}): one sine wave dissolves into N(0, I) noise")
     save(fig, out, "forward.png")
 
     if len(losses):  # none after --load
-        plot_loss(out, losses)
+        plot_loss(out, losses, cfg.objective)
 
     r2, freq, _, _ = fit_sines(samples[:16])
     fig = plt.figure(figsize=(15, 6.5))
@@ -837,9 +898,9 @@ def plot_all(out, data, schedule, losses, samples, traj, gif):
     for ax, i in zip(axes, snaps):
         waves(ax, traj[i], f"after {i} of {len(traj) - 1} steps")
     axes[0].set_ylabel("value")
-    fig.suptitle("Reverse process: from pure noise to three generated waves")
+    fig.suptitle(f"Reverse process ({cfg.sampler}): from pure noise to three generated waves")
     save(fig, out, "reverse.png")
-    if gif:
+    if cfg.gif:
         animate(out, traj, waves, (6, 3.5))
 
 # %% Run the lesson (a script, or a notebook cell: main() reads the flags, ignoring a kernel's own)

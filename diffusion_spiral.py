@@ -1,16 +1,17 @@
-"""Denoising diffusion (DDPM) from scratch on a 2-D spiral point cloud.
+"""Denoising diffusion (DDPM) from scratch on a 2-D spiral point cloud, then flow matching.
 
 What it teaches: how a diffusion model turns Gaussian noise into data. Noise is added to the spiral step
 by step (the forward process), a small network learns to predict that noise (the training loss), and
-running the steps backwards from pure noise draws new spiral points (the reverse process, DDPM or DDIM).
+running the steps backwards from pure noise draws new spiral points (the reverse process: DDPM, DDIM or
+DPM-Solver++). Flow matching trains the same network on straight paths instead and samples with Euler steps.
 
-Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling,
-evaluation. Below the ruler "Running the lesson" come the command line, files and figures: plumbing,
-not needed to understand diffusion.
+Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling, flow
+matching, evaluation. Below the ruler "Running the lesson" come the command line, files and figures.
 
 Run it:
     python diffusion_spiral.py                      # MLP, trains in seconds on a laptop CPU
     python diffusion_spiral.py --model unet         # a U-shaped MLP for points
+    python diffusion_spiral.py --objective flow     # flow matching
     python diffusion_spiral.py --load outputs/diffusion_spiral/model.pt --sampler ddim --sample-steps 20
 In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]).
 
@@ -19,6 +20,7 @@ References:
     DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502
     Cosine schedule: Nichol, Dhariwal 2021, "Improved DDPM", arXiv:2102.09672
     Fourier features: Tancik et al. 2020, "Fourier Features Let Networks Learn High Frequency Functions"
+    Flow matching: Lipman et al. 2023, arXiv:2210.02747; rectified flow: Liu et al. 2023, arXiv:2209.03003
 """
 import argparse
 import json
@@ -41,9 +43,11 @@ import torch.nn.functional as F
 def knob(default, help, **flag):
     return field(default=default, metadata=dict(help=help, **flag))
 
+SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
+
 @dataclass
 class Config:
-    model: str = knob("mlp", "noise-prediction network", choices=("mlp", "unet"))
+    model: str = knob("mlp", "the network, predicting the noise (or for flow, the velocity)", choices=("mlp", "unet"))
     device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
                        choices=("auto", "cpu", "cuda", "mps"))
     steps: int = knob(2000, "optimizer steps")
@@ -53,9 +57,12 @@ class Config:
     timesteps: int = knob(100, "T, the number of noising steps", min=2)
     schedule: str = knob("cosine", "beta schedule: cosine spends more steps at low noise, where the spiral "
                          "forms; linear (scaled for T) leaves more stray points", choices=("cosine", "linear"))
-    sampler: str = knob("ddpm", "reverse process: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++, K steps)",
-                        choices=("ddpm", "ddim", "dpm"))
-    sample_steps: int = knob(20, "DDIM and DPM-Solver steps: network calls (at most T)")
+    objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
+                          "path from data to noise (flow matching)", choices=("eps", "flow"))
+    sampler: str = knob("auto", "reverse process; eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++), flow: "
+                        "euler or midpoint (2 calls a step); auto: the first",
+                        choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
+    sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
     eta: float = knob(0.0, "DDIM noise: 0 deterministic, 1 as much noise as DDPM", min=0)
     clip: float = knob(2.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the spiral lies within 2.1")
     num_samples: int = knob(2000, "points to generate and score")
@@ -130,7 +137,7 @@ def q_sample(x0, t, noise, schedule):
             + schedule["sqrt_one_minus_alpha_bars"][t].view(shape) * noise)
 
 
-# %% Models: (x_t, t) -> predicted noise eps, same shape as x_t
+# %% Models: (x_t, t) -> predicted noise eps (flow matching: (x_s, s) -> velocity), same shape as x_t
 
 TIME_DIM = 64  # size of the sinusoidal step embedding
 
@@ -213,11 +220,13 @@ class UNet(nn.Module):
         return self.out(F.silu(h + skips.pop()))                                # (B, 2)
 
 def build_model(kind, cfg, schedule):
-    """The network of cfg for this schedule (only its length T matters here)."""
+    """The network of cfg. Its time input: a step t of the schedule's T (eps), or for flow matching s in [0, 1],
+    a time scale of 1, so that s too is embedded as a step of 0..1000."""
+    timesteps = 1 if cfg.objective == "flow" else len(schedule["betas"])
     if kind == "mlp":
-        return MLP(cfg.width, cfg.blocks, len(schedule["betas"]))
+        return MLP(cfg.width, cfg.blocks, timesteps)
     if kind == "unet":
-        return UNet(cfg.unet_width, len(schedule["betas"]))
+        return UNet(cfg.unet_width, timesteps)
     raise ValueError(f"unknown model {kind!r}")
 
 
@@ -244,7 +253,8 @@ def train(model, data, schedule, cfg, generator=None, log=print):
     start = time.perf_counter()
     for i in range(cfg.steps):
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
-        loss = diffusion_loss(model, data[idx], schedule, generator)
+        loss = (flow_loss(model, data[idx], generator) if cfg.objective == "flow"           # flow matching, below
+                else diffusion_loss(model, data[idx], schedule, generator))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -331,25 +341,67 @@ def dpm_solver(model, x, schedule, steps, clip=None):
 @torch.no_grad()
 def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
            clip=None, trajectory=None):
-    """Draw n samples from x_{T-1} ~ N(0, I). model is any callable (x_t, t) -> predicted eps. DDIM and DPM-Solver
-    take `steps` of the T steps (all T if None) and clip their x0_hat to [-clip, clip] if clip is given.
+    """Draw n samples from x_{T-1} ~ N(0, I). model is any callable (x_t, t) -> predicted eps, or for euler and
+    midpoint (flow matching, below) (x_s, s) -> predicted velocity, s a float tensor (n,) in [0, 1]. DDIM and
+    DPM-Solver take `steps` of the T steps (all T if None) and clip x0_hat to [-clip, clip] if clip is given.
     trajectory, if a list, collects x_{T-1} and x after every step (on the CPU)."""
     K = steps or len(schedule["betas"])
-    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # x_{T-1} ~ N(0, I)
+    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # x_{T-1} (flow: x_1)
     if sampler == "ddpm":
         loop = ddpm(model, x, schedule, generator)
     elif sampler == "ddim":
         loop = ddim(model, x, schedule, K, generator, eta, clip)
     elif sampler == "dpm":
         loop = dpm_solver(model, x, schedule, K, clip)
+    elif sampler == "euler":
+        loop = euler(model, x, K)
+    elif sampler == "midpoint":
+        loop = midpoint(model, x, K)
     else:
-        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim' or 'dpm'")
+        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim', 'dpm', 'euler' or 'midpoint'")
     if trajectory is not None:
         trajectory.append(x.cpu())
     for x in loop:
         if trajectory is not None:
             trajectory.append(x.cpu())
     return x
+
+
+# %% Flow matching (Lipman et al. 2023; Liu et al. 2023): data and noise joined by straight lines, x_s =
+# (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network (build_model: its time input is s) learns the
+# velocity along them, v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from s = 1 to 0.
+
+def flow_loss(model, x0, generator=None):
+    """s ~ 3 (1 - s)^2 on [0, 1], eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2. This density weighs each s
+    as an eps loss would (eps = x_s + (1 - s) v: an error in v costs (1 - s)^2 as much in eps); uniform s and the
+    logit-normal s of Esser et al. 2024 spend more on noisier s and blur the thin spiral (measured in the README)."""
+    u = torch.rand(x0.shape[0], generator=generator, device=x0.device)               # (B,) u ~ U[0, 1)
+    s = 1 - (1 - u) ** (1 / 3)                                                         # inverse CDF: s ~ 3 (1 - s)^2
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 2)
+    return F.mse_loss(model(x_s, s), noise - x0)
+
+def euler(model, x, steps):
+    """Euler's method in K equal steps of s (steps that shrink towards s = 0 did no better), one network call
+    each. With x0_hat = x - s v and eps_hat = x + (1 - s) v, the data and the noise that x and v point to,
+    the step x + (s_next - s) v = (1 - s_next) x0_hat + s_next eps_hat is DDIM's (eta = 0, eq. 12) on the path
+    alpha = 1 - s, sigma = s (Gao et al. 2024): flow matching changes the path, the network's target and how
+    s is drawn in training, not the solver."""
+    s = torch.linspace(1, 0, steps + 1, device=x.device)                      # (K + 1,) s_0 = 1 .. s_K = 0
+    for i in range(steps):
+        v = model(x, s[i].expand(len(x)))                                    # (n, ...) predicted velocity
+        x = x + (s[i + 1] - s[i]) * v
+        yield x
+
+def midpoint(model, x, steps):
+    """The midpoint method: half an Euler step, then the whole step with the velocity found there. Two network
+    calls a step, and second order: its error shrinks as 1/K^2, Euler's as 1/K."""
+    s = torch.linspace(1, 0, steps + 1, device=x.device)                      # (K + 1,)
+    for i in range(steps):
+        s_mid = (s[i] + s[i + 1]) / 2
+        x_mid = x + (s_mid - s[i]) * model(x, s[i].expand(len(x)))          # (n, ...) half a step
+        x = x + (s[i + 1] - s[i]) * model(x_mid, s_mid.expand(len(x)))
+        yield x
 
 
 # %% Evaluation: how close are generated points to the spiral, and do they cover all of it?
@@ -372,6 +424,13 @@ def evaluate(points, generator=None, noise=Config.noise):
     return dict(median=dist.median().item(), p90=dist.quantile(0.9).item(),
                 outliers=(dist > 0.1).double().mean().item(), recall=recall.item())
 
+def straightness(trajectory):
+    """How straight the sampling paths are: the mean path length over the mean distance from start to end, for
+    trajectory = x at every step, (steps + 1) x (n, 2). 1.0: every point moved along a straight line."""
+    path = torch.stack(trajectory).double()                                     # (K + 1, n, 2)
+    length = (path[1:] - path[:-1]).norm(dim=2).sum(0)                          # (n,)
+    return (length.mean() / (path[-1] - path[0]).norm(dim=1).mean()).item()
+
 QUALITY = {"median": "median distance", "p90": "90th pct dist.", "outliers": "outliers >10%",
            "recall": "recall (1=even)"}
 
@@ -381,8 +440,8 @@ QUALITY = {"median": "median distance", "p90": "90th pct dist.", "outliers": "ou
 # change how the script is run.
 
 PROG = "diffusion_spiral.py"  # the name in messages (not from __file__: a notebook cell has none)
-DESCRIPTION = "DDPM on a 2-D spiral."
-SAVED = ("model", "timesteps", "schedule", "width", "unet_width", "blocks", "noise",  # what --load takes
+DESCRIPTION = "DDPM and flow matching on a 2-D spiral."
+SAVED = ("model", "objective", "timesteps", "schedule", "width", "unet_width", "blocks", "noise",  # what --load takes
          "steps", "batch_size", "lr", "warmup")                                      # from the checkpoint
 
 class UsageError(Exception):  # a user's mistake: main() prints it in one line and exits with status 2
@@ -450,14 +509,13 @@ def run(cfg):
     real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen, cfg.noise)
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
-                   device=str(device), sampler=cfg.sampler, model=cfg.model)
+                   device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective)
     print(f"quality{'generated':>27}   real data")
     for key in quality:
         print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
-        plot_all(cfg.out, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(),
-                 samples, traj, cfg.gif)
+        plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj)
     print(f"outputs in {cfg.out}/")
     return metrics
 
@@ -472,7 +530,11 @@ def check_run(cfg):
         raise UsageError(f"torch {torch.__version__} cannot use numpy {np.__version__}; "
                          "pip install 'numpy<2' (or torch>=2.3)")
     ckpt = load_checkpoint(cfg) if cfg.load else None
-    if cfg.sampler != "ddpm" and cfg.sample_steps > cfg.timesteps:
+    fits = SAMPLERS[cfg.objective]                                      # (after --load: the checkpoint's)
+    cfg.sampler = fits[0] if cfg.sampler == "auto" else cfg.sampler
+    if cfg.sampler not in fits:
+        raise UsageError(f"--sampler {cfg.sampler} does not fit --objective {cfg.objective}: use {' or '.join(fits)}")
+    if cfg.sampler in ("ddim", "dpm") and cfg.sample_steps > cfg.timesteps:
         raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
     os.makedirs(cfg.out, exist_ok=True)                                 # can we write there? find out now,
     open(os.path.join(cfg.out, ".write-test"), "w").close()             # not after training (an OSError
@@ -491,18 +553,15 @@ def pick_device(name):
 def check_memory(cfg, model, device):
     """Refuse a size that cannot fit in memory, saying what it would need, rather than crash or swap for
     minutes. An example costs every layer's output (training keeps them and their gradients) and its data."""
-    if device.type == "cuda":
-        have = torch.cuda.get_device_properties(device).total_memory
-    elif hasattr(os, "sysconf"):                                      # RAM (Apple's GPUs share it)
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    else:
-        return                                                        # Windows: no way to ask, no check
+    # the GPU's memory, else the RAM (Apple's GPUs share it); Windows has no way to ask: no check
+    have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
     sizes = []
     hook = nn.modules.module.register_module_forward_hook(lambda m, i, out: sizes.append(out.numel()))
     model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
-    steps = (cfg.timesteps + 1) * data if cfg.plots else 0            # x after every step, for the figures
+    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if cfg.plots else 0  # x after every step: figures
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
         if n * each > have:
@@ -590,13 +649,13 @@ def save(fig, out, name):
         display(fig)
     plt.close(fig)
 
-def plot_loss(out, losses):
+def plot_loss(out, losses, objective):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
     k = max(1, len(losses) // 50)
     ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
-    ax.set(yscale="log", xlabel="optimizer step", ylabel="MSE between true and predicted noise",
-           title="Training loss (DDPM Algorithm 1)")
+    what = "velocity (flow matching)" if objective == "flow" else "noise (DDPM Algorithm 1)"
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error", title=f"Training loss: predicted {what}")
     ax.legend()
     save(fig, out, "loss.png")
 
@@ -612,34 +671,40 @@ def animate(out, traj, draw, size):
     plt.close(fig)
 
 def scatter(ax, x, title, color="C0"):
+    if x.dim() == 3:                                  # paths (steps + 1, n, 2): a line for each point, then its end
+        ax.plot(x[:, :, 0], x[:, :, 1], lw=0.5, alpha=0.4, color=color)
+        x = x[-1]
     ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5, color=color)
     ax.set(title=title, xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xlabel="x", ylabel="y")
 
 def row(out, name, title, panels, colors=None):
-    """Point clouds side by side, one panel per (x, panel title)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 4.5))
-    for ax, (x, panel_title), color in zip(axes, panels, colors or ["C0"] * len(panels)):
+    """Point clouds (or paths) side by side, one panel per (x, panel title)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 4.5), squeeze=False)
+    for ax, (x, panel_title), color in zip(axes.flat, panels, colors or ["C0"] * len(panels)):
         scatter(ax, x, panel_title, color)
     fig.suptitle(title)
     save(fig, out, name)
 
-def plot_all(out, data, schedule, losses, samples, traj, gif):
-    T, n = len(schedule["betas"]), len(data)
+def plot_all(cfg, data, schedule, losses, samples, traj):
+    out, T, n = cfg.out, len(schedule["betas"]), len(data)
+    a, b = schedule["sqrt_alpha_bars"], schedule["sqrt_one_minus_alpha_bars"]     # x = a x0 + b eps at step t
+    if cfg.objective == "flow":                                                   # the straight path, s = (t + 1) / T
+        a, b = 1 - torch.arange(1, T + 1) / T, torch.arange(1, T + 1) / T
     g = torch.Generator().manual_seed(0)                                         # the forward figure's noise
-    noisy = lambda t: q_sample(data, torch.full((n,), t), torch.randn(data.shape, generator=g), schedule)
-    row(out, "forward.png", "Forward process: the spiral dissolves into N(0, I) noise",
-        [(noisy(t), f"x_t at t = {t}\nsignal kept sqrt(abar) = {schedule['sqrt_alpha_bars'][t]:.3f}")
-         for t in [0, T // 10, 3 * T // 10, T - 1]])
+    noisy = lambda t: a[t] * data + b[t] * torch.randn(data.shape, generator=g)   # as q_sample: x = a x0 + b eps
+    row(out, "forward.png", f"Forward process ({cfg.objective}): the spiral dissolves into N(0, I) noise",
+        [(noisy(t), f"x = {a[t]:.3f} x0 + {b[t]:.3f} eps") for t in [0, T // 10, 3 * T // 10, T - 1]])
     if len(losses):  # none after --load
-        plot_loss(out, losses)
+        plot_loss(out, losses, cfg.objective)
     shown = samples[:n]
     row(out, "samples.png", "", [(data[:len(shown)], f"original spiral ({len(shown)} points)"),
                                  (shown, f"generated from noise ({len(shown)} points)")], colors=["C1", "C0"])
     traj = [x[:n] for x in traj]                                                 # the points shown
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
-    row(out, "reverse.png", "Reverse process: from pure noise to samples",
-        [(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps])
-    if gif:
+    row(out, "reverse.png", f"Reverse process ({cfg.sampler}): from pure noise to samples",
+        [(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps]
+        + [(torch.stack(traj)[:, :100], f"paths of 100 points, {straightness(traj):.2f}x\nas long as straight lines")])
+    if cfg.gif:
         animate(out, traj, scatter, (4.5, 4.5))
 
 # %% Run the lesson (a script, or a notebook cell: main() reads the flags, ignoring a kernel's own)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates every figure in img/ and prints the README's results table from the same runs.
-# About 6 minutes on a 2-core CPU. Usage: bash make_img.sh
+# Regenerates every figure in img/ and prints the README's results tables from the same runs.
+# About 30 minutes on a 2-core CPU. Usage: bash make_img.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 export MPLBACKEND=Agg
@@ -14,14 +14,19 @@ run() {  # run NAME ARGS...: one whole process, timed by wall clock, as a user w
     python -c "print(round($(date +%s.%N) - $start, 1))" > "$out/$name/wall_seconds"
 }
 
+# each default run, then the same model with --objective flow right beside it (the whole runs' times compared)
 run spiral_mlp       diffusion_spiral.py
-python bench/seed_recipe.py > "$out/seed_recipe.json"   # the seed's spiral recipe, timed right beside it
+run spiral_mlp_flow  diffusion_spiral.py --objective flow
+python bench/seed_recipe.py > "$out/seed_recipe.json"   # the seed's spiral recipe, timed right beside them
 run spiral_mlp_ddim  diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run spiral_unet      diffusion_spiral.py --model unet
+run spiral_unet_flow diffusion_spiral.py --model unet --objective flow
 run spiral_unet_ddim diffusion_spiral.py --load "$out/spiral_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run sine_mlp         diffusion_sine.py
+run sine_mlp_flow    diffusion_sine.py --objective flow
 run sine_mlp_ddim    diffusion_sine.py --load "$out/sine_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run sine_unet        diffusion_sine.py --model unet --device cpu
+run sine_unet_flow   diffusion_sine.py --model unet --device cpu --objective flow
 run sine_unet_ddim   diffusion_sine.py --load "$out/sine_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
 # the animations, from the saved models (kept out of the timed runs above)
 run spiral_gif       diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --gif
@@ -33,20 +38,41 @@ cp "$out/spiral_gif/reverse.gif" img/spiral_reverse.gif
 for f in forward reverse; do cp "$out/sine_unet/$f.png" "img/sine_$f.png"; done
 for m in mlp unet; do for f in samples loss; do cp "$out/sine_$m/$f.png" "img/sine_${f}_$m.png"; done; done
 cp "$out/sine_gif/reverse.gif" img/sine_reverse.gif
+cp "$out/spiral_mlp_flow/forward.png" img/spiral_forward_flow.png
+
+# ---- what "straight" means: 100 sampling paths of the eps model's DDIM and of the flow model's Euler (20 steps)
+python - "$out" <<'PY'
+import sys, torch, diffusion_spiral as ds
+out, panels = sys.argv[1], []
+for run, sampler, name in [("spiral_mlp", "ddim", "eps model, DDIM"), ("spiral_mlp_flow", "euler", "flow model, Euler")]:
+    ckpt = torch.load(f"{out}/{run}/model.pt", weights_only=True)
+    cfg = ds.Config(**ckpt["config"])
+    model = ds.build_model(cfg.model, cfg, ckpt["schedule"])
+    model.load_state_dict(ckpt["model"])
+    traj = []
+    ds.sample(model.eval(), 2000, ckpt["schedule"], sampler, 20, torch.Generator().manual_seed(2), clip=cfg.clip,
+              trajectory=traj)
+    ratio = ds.straightness(traj)
+    print(f"paths, {name} 20 steps: mean length / mean distance from start to end = {ratio:.3f}")
+    panels.append((torch.stack(traj)[:, :100], f"{name}, 20 steps\npaths {ratio:.2f}x the straight lines"))
+ds.row("img", "spiral_paths.png", "100 sampling paths from noise (x_1) to data", panels)
+PY
 
 # ---- few-step samplers from the saved models: quality against network calls (README, "Sampling in a few steps")
 python - "$out" <<'PY'
 import contextlib, importlib, io, json, os, sys
 out = sys.argv[1]
-runs = [("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpm", 10), ("dpm", 20)]
+runs = {"": [("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpm", 10), ("dpm", 20)],
+        "_flow": [("euler", 10), ("euler", 20), ("euler", 50), ("midpoint", 5), ("midpoint", 10)]}
 for script in ["spiral", "sine"]:
     mod = importlib.import_module(f"diffusion_{script}")
     for model in ["mlp", "unet"]:
-        for sampler, k in runs:
-            d = os.path.join(out, f"{script}_{model}_{sampler}{k}")
-            with contextlib.redirect_stdout(io.StringIO()):
-                mod.main(["--load", os.path.join(out, f"{script}_{model}", "model.pt"), "--sampler", sampler,
-                          "--sample-steps", str(k), "--no-plots", "--out", d])
+        for objective, samplers in runs.items():
+            for sampler, k in samplers:
+                d = os.path.join(out, f"{script}_{model}{objective}_{sampler}{k}")
+                with contextlib.redirect_stdout(io.StringIO()):
+                    mod.main(["--load", os.path.join(out, f"{script}_{model}{objective}", "model.pt"), "--sampler",
+                              sampler, "--sample-steps", str(k), "--no-plots", "--out", d])
 PY
 
 # ---- asking for a frequency: each sine model at F = 1.5, 2.5, 3.5, 4.5, guidance w = 0, 1, 2, 3, 5 (512 waves each)
@@ -59,6 +85,16 @@ for model in ["mlp", "unet"]:
             with contextlib.redirect_stdout(io.StringIO()):
                 sine.main(["--load", os.path.join(out, f"sine_{model}", "model.pt"), "--frequency", str(f),
                            "--guidance", str(w), "--no-plots", "--out", os.path.join(out, f"sine_{model}_f{f}_w{w}")])
+PY
+# the flow models at the default w (their default sampler, Euler 20 steps: 40 network calls)
+python - "$out" <<'PY'
+import contextlib, importlib, io, os, sys
+out, sine = sys.argv[1], importlib.import_module("diffusion_sine")
+for model in ["mlp", "unet"]:
+    for f in [1.5, 2.5, 3.5, 4.5]:
+        with contextlib.redirect_stdout(io.StringIO()):
+            sine.main(["--load", os.path.join(out, f"sine_{model}_flow", "model.pt"), "--frequency", str(f),
+                       "--no-plots", "--out", os.path.join(out, f"sine_{model}_flow_f{f}_w2")])
 PY
 python diffusion_sine.py --load "$out/sine_unet/model.pt" --frequency 2.5 --out "$out/sine_guidance"  # the figure
 cp "$out/sine_guidance/guidance.png" img/sine_guidance.png
@@ -93,18 +129,27 @@ for script, keys in cols.items():
     print("| real data | | | | " + " | ".join(f"{m['real'][k]:.4f}" for k, _ in keys) + " |")
 few = {"spiral": [("p90", "p90 dist"), ("outliers", "outliers"), ("recall", "recall")],
        "sine": [("r2_099", "R^2>=0.99"), ("freq_w1", "freq W1"), ("amp_w1", "amp W1")]}
+samplers = [("eps", "ddpm", None), ("eps", "ddim", 10), ("eps", "ddim", 20), ("eps", "ddim", 50), ("eps", "dpm", 10),
+            ("eps", "dpm", 20), ("flow", "euler", 10), ("flow", "euler", 20), ("flow", "euler", 50),
+            ("flow", "midpoint", 5), ("flow", "midpoint", 10)]
 for script, keys in few.items():
-    print(f"\n| {script}: sampler, network calls | " + " | ".join(f"{m} {k[1]}" for m in ["mlp", "unet"] for k in keys)
-          + " |")
+    print(f"\n| {script}: objective, sampler, steps (network calls) | "
+          + " | ".join(f"{m} {k[1]}" for m in ["mlp", "unet"] for k in keys) + " |")
     print("|---" * 7 + "|")
-    for sampler, k in [("ddpm", None), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpm", 10), ("dpm", 20)]:
-        row = []
+    for objective, sampler, k in samplers:
+        row, suffix = [], "_flow" if objective == "flow" else ""
         for model in ["mlp", "unet"]:
-            d = os.path.join(out, f"{script}_{model}" + (f"_{sampler}{k}" if k else ""))
+            d = os.path.join(out, f"{script}_{model}{suffix}" + (f"_{sampler}{k}" if k else ""))
             q = json.load(open(os.path.join(d, "metrics.json")))["quality"]
             row += [f"{q[key]:.4f}" for key, _ in keys]
-        calls = k or {"spiral": 100, "sine": 200}[script]
-        print(f"| {sampler}, {calls} | " + " | ".join(row) + " |")
+        steps = k or {"spiral": 100, "sine": 200}[script]
+        calls = 2 * steps if sampler == "midpoint" else steps
+        print(f"| {objective}, {sampler}, {steps} ({calls}) | " + " | ".join(row) + " |")
+    for model in ["mlp", "unet"]:
+        t = [json.load(open(os.path.join(out, f"{script}_{model}{x}", "metrics.json")))["train_seconds"] for x in ["", "_flow"]]
+        w = [float(open(os.path.join(out, f"{script}_{model}{x}", "wall_seconds")).read()) for x in ["", "_flow"]]
+        print(f"{script} {model}: training eps {t[0]:.1f} s, flow {t[1]:.1f} s; whole default run eps {w[0]:.1f} s, "
+              f"flow {w[1]:.1f} s ({w[1] / w[0]:.2f}x)")
 print("\n| sine model, guidance w | median abs(f - F) | p90 abs(f - F) | R^2>=0.99 | R^2>=0.95 | mean amplitude | phase bunching (max) |")
 print("|---" * 7 + "|")
 for model in ["mlp", "unet"]:
@@ -115,8 +160,9 @@ for model in ["mlp", "unet"]:
         print(f"| {model}, w = {w} | {mean('freq_err_median'):.4f} | {mean('freq_err_p90'):.4f} | {mean('r2_099'):.4f} | "
               f"{mean('r2_095'):.4f} | {mean('amp_ratio'):.4f} | {max(q['phase_bunching'] for q in qs):.3f} |")
 for model in ["mlp", "unet"]:
-    print(f"\n{model} at the default w, per F (median, p90, R^2>=0.99, amplitude, bunching):")
-    for f in [1.5, 2.5, 3.5, 4.5]:
-        q = json.load(open(os.path.join(out, f"sine_{model}_f{f}_w2", "metrics.json")))["quality"]
-        print(f"  F={f}: {q['freq_err_median']:.4f} {q['freq_err_p90']:.4f} {q['r2_099']:.4f} {q['amp_ratio']:.4f} {q['phase_bunching']:.3f}")
+    for objective in ["", "_flow"]:
+        print(f"\n{model}{objective} at the default w, per F (median, p90, R^2>=0.99, amplitude, bunching):")
+        for f in [1.5, 2.5, 3.5, 4.5]:
+            q = json.load(open(os.path.join(out, f"sine_{model}{objective}_f{f}_w2", "metrics.json")))["quality"]
+            print(f"  F={f}: {q['freq_err_median']:.4f} {q['freq_err_p90']:.4f} {q['r2_099']:.4f} {q['amp_ratio']:.4f} {q['phase_bunching']:.3f}")
 PY

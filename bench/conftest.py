@@ -23,11 +23,17 @@ def device(request):
     return request.param
 
 
+@pytest.fixture(params=["eps"])
+def objective(request):
+    """What the model learns: DDPM's noise (eps), or flow matching's velocity (tests ask for it indirectly)."""
+    return request.param
+
+
 @pytest.fixture
-def setup(script, kind, device, benchmark):
-    """The config a user gets from `--model KIND` (the script's own parser and defaults), its schedule and
-    model on the device; common extra_info filled in."""
-    cfg = script.parse_args(["--model", kind])
+def setup(script, kind, device, objective, benchmark):
+    """The config a user gets from `--model KIND --objective OBJECTIVE` (the script's own parser and defaults), its
+    schedule and model on the device; common extra_info filled in."""
+    cfg = script.parse_args(["--model", kind, "--objective", objective])
     schedule = script.make_schedule(cfg.timesteps, cfg.schedule, device)
     model = script.build_model(kind, cfg, schedule).to(device)
     benchmark.extra_info.update(device=describe(device), torch=torch.__version__,
@@ -43,11 +49,11 @@ _trained = {}
 
 
 @pytest.fixture
-def trained(script, kind, device, setup):
+def trained(script, kind, device, objective, setup):
     """setup's config, schedule and model, after TRAIN_BEFORE_SAMPLING steps of the script's own train()
-    (once per script, model and device; later tests reuse the weights)."""
+    (once per script, model, device and objective; later tests reuse the weights)."""
     cfg, schedule, model = setup
-    key = (script.__name__, kind, device)
+    key = (script.__name__, kind, device, objective)
     if key not in _trained:
         steps, log_every = cfg.steps, cfg.log_every
         cfg.steps = cfg.log_every = TRAIN_BEFORE_SAMPLING

@@ -10,16 +10,17 @@ from timing import loop_efficiency, timed
 
 TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
 NUM_SAMPLES = 1000    # batch of the sampling loops
-FEW_STEPS = 20       # DDIM and DPM-Solver steps
+FEW_STEPS = 20       # DDIM, DPM-Solver and Euler steps
 
 
-def test_train_step(benchmark, script, kind, device, setup):
+@pytest.mark.parametrize("objective", ["eps", "flow"], indirect=True)
+def test_train_step(benchmark, script, kind, device, objective, setup):
     cfg, schedule, model = setup
     cfg.steps, cfg.log_every = TRAIN_STEPS, TRAIN_STEPS          # one loss read (a sync) at the end
     data = script.make_data(10_000, torch.Generator().manual_seed(0)).to(device)
     gen = torch.Generator(device=device).manual_seed(0)
     quiet = lambda *args: None
-    benchmark.group = f"{script.__name__} {kind} train ({TRAIN_STEPS} steps, batch {cfg.batch_size})"
+    benchmark.group = f"{script.__name__} {kind} train {objective} ({TRAIN_STEPS} steps, batch {cfg.batch_size})"
     benchmark.pedantic(timed(lambda: script.train(model, data, schedule, cfg, gen, log=quiet), device),
                        rounds=5, warmup_rounds=1, iterations=1)
     if benchmark.disabled:  # --benchmark-disable: the code ran once, unmeasured
@@ -28,8 +29,9 @@ def test_train_step(benchmark, script, kind, device, setup):
     benchmark.extra_info.update(seconds_per_step=step, steps_per_second=1 / step, batch_size=cfg.batch_size)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm"])
-def test_sampling_loop(benchmark, script, kind, device, trained, sampler):
+@pytest.mark.parametrize("sampler, objective", [("ddpm", "eps"), ("ddim", "eps"), ("dpm", "eps"), ("euler", "flow")],
+                         indirect=["objective"])
+def test_sampling_loop(benchmark, script, kind, device, trained, sampler, objective):
     cfg, schedule, model = trained
     steps = cfg.timesteps if sampler == "ddpm" else FEW_STEPS
     gen = torch.Generator(device=device).manual_seed(0)
@@ -40,7 +42,7 @@ def test_sampling_loop(benchmark, script, kind, device, trained, sampler):
         return
     # efficiency: what the network alone costs (steps x one forward on this batch) over the loop's time
     x = script.make_data(NUM_SAMPLES).to(device)                       # a batch of the right shape
-    t = torch.full((NUM_SAMPLES,), cfg.timesteps // 2, device=device)
+    t = torch.full((NUM_SAMPLES,), 0.5 if objective == "flow" else cfg.timesteps // 2, device=device)
     efficiency, forward = loop_efficiency(loop, model, x, t, steps, device)
     benchmark.extra_info.update(steps=steps, forward_seconds=forward, efficiency=efficiency)
 

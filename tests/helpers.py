@@ -263,3 +263,68 @@ def assert_one_line_error(run, code, hint=None):
     if hint:
         assert hint in lines[0], f"{hint!r} not in {lines[0]!r}"
     return lines[0]
+
+
+# -----------------------------------------------------------------------------
+# Flow matching: the straight path x_s = (1 - s) x0 + s eps, s = 1 noise, s = 0 data; the network's target is the
+# velocity v = eps - x0, and sampling integrates dx/ds = v from s = 1 to 0.
+
+
+def flow_grid(steps, power=1.0):
+    """K + 1 times from s = 1 to s = 0, s_i = (1 - i/K)^power (power 1: equal steps), float64."""
+    return (1 - np.arange(steps + 1) / steps) ** power
+
+
+# The scripts' grids of s, written from the rule in their flow_times() docstrings: s_i = (1 - i/K)^power.
+FLOW_POWER = {"diffusion_spiral": 1.0, "diffusion_sine": 1.0}
+
+
+def script_flow_grid(mod, steps):
+    """The grid of s that mod's flow samplers step through, from the rule its flow_times() states."""
+    return flow_grid(steps, FLOW_POWER[mod.__name__])
+
+
+def dirac_velocity(x0):
+    """Data = the single point x0: every path ends at x0, so v*(x, s) = (x - x0) / s."""
+    x0 = x0.double()
+
+    def velocity(x, s):
+        return ((x.double() - x0) / s.double().view((-1,) + (1,) * (x.dim() - 1))).to(x.dtype)
+    return velocity
+
+
+def gaussian_velocity_affine(mu, S):
+    """The exact velocity of data N(mu, S^2) (per coordinate) as v = a(s) x + b(s). x_s has mean m = (1 - s) mu and
+    variance V = (1 - s)^2 S^2 + s^2; Gaussian conditioning gives E[x0 | x] = mu + (1 - s) S^2 (x - m) / V and
+    E[eps | x] = s (x - m) / V, and v* = E[eps | x] - E[x0 | x]: a = (s - (1 - s) S^2) / V, b = -a m - mu."""
+    def affine(s):
+        V = (1 - s) ** 2 * S ** 2 + s ** 2
+        a = (s - (1 - s) * S ** 2) / V
+        return a, -a * (1 - s) * mu - mu
+    return affine
+
+
+def gaussian_velocity(mu, S, affine=None):
+    """gaussian_velocity_affine as a predictor (x, s) -> v, computed in float64."""
+    affine = affine or gaussian_velocity_affine(mu, S)
+
+    def velocity(x, s):
+        a, b = affine(s.double().view((-1,) + (1,) * (x.dim() - 1)))
+        return (a * x.double() + b).to(x.dtype)
+    return velocity
+
+
+def flow_recursion(affine, times, sampler="euler", m=0.0, sd=1.0):
+    """Mean and std of the flow sampler's output, exact, float64, for a velocity affine in x (affine(s) -> (a, b)),
+    started from x_1 ~ N(m, sd^2). Euler: x' = x + h v(x, s), h = s' - s, so x' = (1 + h a) x + h b.
+    Midpoint: x_mid = x + (h/2) v(x, s), x' = x + h v(x_mid, s + h/2)."""
+    for s, s_next in zip(times[:-1], times[1:]):
+        h = s_next - s
+        a, b = affine(s)
+        if sampler == "euler":
+            L, c = 1 + h * a, h * b
+        else:
+            am, bm = affine(s + h / 2)
+            L, c = 1 + h * am * (1 + h * a / 2), h * (am * h * b / 2 + bm)
+        m, sd = L * m + c, abs(L) * sd
+    return m, sd

@@ -116,6 +116,10 @@ BAD_FLAGS = {
     "dpm-steps-over-T": (["--sampler", "dpm", "--timesteps", "10", "--sample-steps", "11"], "--sample-steps"),
     "dpm-steps-0": (["--sampler", "dpm", "--sample-steps", "0"], "--sample-steps"),
     "sampler-misspelt": (["--sampler", "ddmp"], "--sampler"),
+    "objective-foo": (["--objective", "score"], "--objective"),
+    "euler-for-eps": (["--sampler", "euler"], "--sampler euler does not fit --objective eps"),
+    "ddim-for-flow": (["--objective", "flow", "--sampler", "ddim"], "--sampler ddim does not fit --objective flow"),
+    "flow-steps-0": (["--objective", "flow", "--sample-steps", "0"], "--sample-steps"),
     "eta-negative": (["--eta", "-0.5"], "--eta"),
     "timesteps-1": (["--timesteps", "1"], "--timesteps"),
     "seed-beyond-torch": (["--seed", "99999999999999999999"], "--seed"),      # torch takes seeds < 2**64

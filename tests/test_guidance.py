@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import (TINY, assert_mean_std, assert_one_line_error, gaussian_eps_affine, gaussian_predictor,
-                     gaussian_recursion, import_script, reference_schedule, run_main)
+from helpers import (TINY, assert_mean_std, assert_one_line_error, flow_recursion, gaussian_eps_affine,
+                     gaussian_predictor, gaussian_recursion, gaussian_velocity, gaussian_velocity_affine, import_script,
+                     reference_schedule, run_main, script_flow_grid)
 
 sine = import_script("diffusion_sine")
 
@@ -48,6 +49,23 @@ def test_guided_sampler_matches_the_recursion_of_the_mixed_predictor(sampler, st
     assert_mean_std(out, m, v)
     _, plain = gaussian_recursion(reference_schedule(100, "cosine")["alpha_bars"], 0.8, 0.1, sampler, steps)
     assert v < 0.6 * plain, "guidance sharpens: less spread than the plain conditional sampler's"
+
+
+@pytest.mark.parametrize("sampler, steps", [("euler", 10), ("midpoint", 5)])
+def test_guided_flow_matches_the_recursion_of_the_mixed_velocity(sampler, steps):
+    """guided() mixes a flow model's velocities as it mixes noise predictions: with the exact velocities of
+    N(0.8, 0.1^2) (conditional) and N(0, 0.5^2) (unconditional), affine in x, the guided (1 - w) v_u + w v_c is affine
+    too, and the samples have the mean and spread of the flow sampler's recursion for it."""
+    w, n = 3.0, 6000
+    v_c, v_u = gaussian_velocity(0.8, 0.1), gaussian_velocity(0.0, 0.5)
+    model = lambda x, s, freq=None: v_u(x, s) if freq is None else v_c(x, s)
+    mixed = lambda s, c=gaussian_velocity_affine(0.8, 0.1), u=gaussian_velocity_affine(0.0, 0.5): tuple(
+        (1 - w) * a + w * b for a, b in zip(u(s), c(s)))
+    m, v = flow_recursion(mixed, script_flow_grid(sine, steps), sampler)
+    out = sine.sample(sine.guided(model, torch.full((n,), 2.0), w), n, sine.make_schedule(10), sampler, steps,
+                      torch.Generator().manual_seed(12))
+    assert_mean_std(out, m, v)
+    assert abs(m - 0.8) > 0.01, "guidance moves the mean beyond the conditional one"
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.15, 1.0])

@@ -12,7 +12,8 @@ README = (ROOT / "README.md").read_text()
 
 # every row the README's formula table must have; sine-only rows say "-" for the spiral
 FORMULA_ROWS = ["schedules", "forward process", "training loss", "DDPM step", "x0 prediction", "DDIM step",
-                "DPM-Solver++(2M) step", "classifier-free guidance", "label dropping", "preconditioning"]
+                "DPM-Solver++(2M) step", "flow matching loss", "Euler step", "midpoint step",
+                "classifier-free guidance", "label dropping", "preconditioning"]
 SINE_ONLY = {"classifier-free guidance", "label dropping", "preconditioning"}
 
 
