@@ -220,8 +220,7 @@ class UNet(nn.Module):
         return self.out(F.silu(h + skips.pop()))                                # (B, 2)
 
 def build_model(kind, cfg, schedule):
-    """The network of cfg. Its time input: a step t of the schedule's T (eps), or for flow matching s in [0, 1],
-    a time scale of 1, so that s too is embedded as a step of 0..1000."""
+    """The network of cfg. Its time input: a step t of T, or (flow) s in [0, 1], a time scale of 1: also 0..1000."""
     timesteps = 1 if cfg.objective == "flow" else len(schedule["betas"])
     if kind == "mlp":
         return MLP(cfg.width, cfg.blocks, timesteps)
