@@ -59,8 +59,8 @@ class Config:
                          "forms; linear (scaled for T) leaves more stray points", choices=("cosine", "linear"))
     objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
                           "path from data to noise (flow matching)", choices=("eps", "flow"))
-    sampler: str = knob("auto", "reverse process; eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++), flow: "
-                        "euler or midpoint (2 calls a step); auto: the first",
+    sampler: str = knob("auto", "reverse process; for eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++); for "
+                        "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
                         choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
     sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
     eta: float = knob(0.0, "DDIM noise: 0 deterministic, 1 as much noise as DDPM", min=0)
