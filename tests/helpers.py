@@ -270,18 +270,9 @@ def assert_one_line_error(run, code, hint=None):
 # velocity v = eps - x0, and sampling integrates dx/ds = v from s = 1 to 0.
 
 
-def flow_grid(steps, power=1.0):
-    """K + 1 times from s = 1 to s = 0, s_i = (1 - i/K)^power (power 1: equal steps), float64."""
-    return (1 - np.arange(steps + 1) / steps) ** power
-
-
-# The scripts' grids of s, written from the rule in their flow_times() docstrings: s_i = (1 - i/K)^power.
-FLOW_POWER = {"diffusion_spiral": 1.0, "diffusion_sine": 1.0}
-
-
-def script_flow_grid(mod, steps):
-    """The grid of s that mod's flow samplers step through, from the rule its flow_times() states."""
-    return flow_grid(steps, FLOW_POWER[mod.__name__])
+def flow_grid(steps):
+    """The scripts' grid of s, written from their rule: K + 1 equal steps from s = 1 to s = 0, float64."""
+    return 1 - np.arange(steps + 1) / steps
 
 
 def dirac_velocity(x0):

@@ -9,11 +9,9 @@ import pytest
 import torch
 
 from helpers import (TINY, assert_mean_std, assert_one_line_error, data_shape, dirac_velocity, flow_grid,
-                     flow_recursion, gaussian_velocity, gaussian_velocity_affine, n_for, run_main, script_flow_grid)
+                     flow_recursion, gaussian_velocity, gaussian_velocity_affine, n_for, run_main)
 
 FLOW_SAMPLERS = [("euler", 1), ("midpoint", 2)]           # (sampler, network calls a step)
-
-grid = script_flow_grid
 
 
 def schedule(script):
@@ -54,7 +52,7 @@ def test_flow_recursion_reproduces_the_reference_table(steps, sd):
 def test_gaussian_data_matches_the_exact_recursion(script, sampler, steps):
     """Data N(mu, S^2): the exact velocity is affine in x, so the K-step output is exactly Gaussian with the mean
     and spread of the sampler's float64 recursion (few steps shrink the spread: not N(mu, S^2))."""
-    m, v = flow_recursion(gaussian_velocity_affine(0.5, 0.2), grid(script, steps), sampler)
+    m, v = flow_recursion(gaussian_velocity_affine(0.5, 0.2), flow_grid(steps), sampler)
     out = script.sample(gaussian_velocity(0.5, 0.2), n_for(script, 400_000), schedule(script), sampler, steps,
                         torch.Generator().manual_seed(4), shape=data_shape(script))
     assert_mean_std(out, m, v)
@@ -73,9 +71,9 @@ def test_gaussian_data_is_reached_as_steps_grow(script):
     steps of the script give N(0.5, 0.2^2) within the samples' standard errors."""
     affine = gaussian_velocity_affine(0.5, 0.2)
     for sampler in ["euler", "midpoint"]:
-        sds = [flow_recursion(affine, grid(script, k), sampler)[1] for k in (2, 5, 20, 100, 1000)]
+        sds = [flow_recursion(affine, flow_grid(k), sampler)[1] for k in (2, 5, 20, 100, 1000)]
         assert all(a < b < 0.2 for a, b in zip(sds, sds[1:])) and sds[-1] > 0.199, (sampler, sds)
-    gap = lambda name, k: 0.2 - flow_recursion(affine, grid(script, k), name)[1]
+    gap = lambda name, k: 0.2 - flow_recursion(affine, flow_grid(k), name)[1]
     assert gap("midpoint", 10) < gap("euler", 20) / 10, "second order: far closer at the same network calls"
     out = script.sample(gaussian_velocity(0.5, 0.2), n_for(script, 400_000), schedule(script), "midpoint", 20,
                         torch.Generator().manual_seed(6), shape=data_shape(script))
@@ -99,7 +97,7 @@ def test_euler_is_ddim_on_the_straight_path(script):
     The noise prediction that a velocity implies is eps_hat = x + (1 - s) v. After a first Euler step from s = 1
     (where abar = 0 and DDIM's x0_hat divides by zero), ddim() over those abar visits the same points as euler()."""
     K, n = 12, 64
-    s = grid(script, K)
+    s = flow_grid(K)
     c = lambda si: math.sqrt((1 - si) ** 2 + si ** 2)
     shape = data_shape(script)
     traj = []
@@ -140,7 +138,7 @@ def test_network_calls_and_their_times(script, sampler, calls, steps):
     assert len(seen) == calls * steps
     assert all(s.shape == (4,) and s.is_floating_point() and (s == s[0]).all() for s in seen)
     times = np.array([float(s[0]) for s in seen])
-    g = grid(script, steps)
+    g = flow_grid(steps)
     expected = g[:-1] if sampler == "euler" else np.ravel([g[:-1], (g[:-1] + g[1:]) / 2], order="F")
     np.testing.assert_allclose(times, expected, rtol=1e-6, atol=1e-7)
     assert times[0] == 1.0 and (times > 0).all()

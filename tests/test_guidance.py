@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import (TINY, assert_mean_std, assert_one_line_error, flow_recursion, gaussian_eps_affine,
+from helpers import (TINY, assert_mean_std, assert_one_line_error, flow_grid, flow_recursion, gaussian_eps_affine,
                      gaussian_predictor, gaussian_recursion, gaussian_velocity, gaussian_velocity_affine, import_script,
-                     reference_schedule, run_main, script_flow_grid)
+                     reference_schedule, run_main)
 
 sine = import_script("diffusion_sine")
 
@@ -61,7 +61,7 @@ def test_guided_flow_matches_the_recursion_of_the_mixed_velocity(sampler, steps)
     model = lambda x, s, freq=None: v_u(x, s) if freq is None else v_c(x, s)
     mixed = lambda s, c=gaussian_velocity_affine(0.8, 0.1), u=gaussian_velocity_affine(0.0, 0.5): tuple(
         (1 - w) * a + w * b for a, b in zip(u(s), c(s)))
-    m, v = flow_recursion(mixed, script_flow_grid(sine, steps), sampler)
+    m, v = flow_recursion(mixed, flow_grid(steps), sampler)
     out = sine.sample(sine.guided(model, torch.full((n,), 2.0), w), n, sine.make_schedule(10), sampler, steps,
                       torch.Generator().manual_seed(12))
     assert_mean_std(out, m, v)
