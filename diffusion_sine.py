@@ -72,7 +72,8 @@ class Config:
                         "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
                         choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
     sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
-    eta: float = knob(0.0, "DDIM noise: 0 deterministic, 1 as much noise as DDPM", min=0)
+    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's",
+                     min=0, max=1)
     clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1")
     num_samples: int = knob(512, "waves to generate and score")
     num_train: int = knob(50_000, "size of the training set (fresh random waves)")
@@ -448,7 +449,7 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
     elif sampler == "dpm":
         loop = dpm_solver(model, x, schedule, K, clip)
     elif sampler == "euler":
-        loop = euler(model, x, K)
+        loop = euler(model, x, K, generator, eta)
     elif sampler == "midpoint":
         loop = midpoint(model, x, K)
     else:
@@ -497,16 +498,24 @@ def flow_loss(model, x0, generator=None, freq=None, label_drop=0.0):
     x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 64)
     return F.mse_loss(model(x_s, s, *hide_labels(freq, label_drop, generator)), noise - x0)
 
-def euler(model, x, steps):
+def euler(model, x, steps, generator=None, eta=0.0):
     """Euler's method in K equal steps of s (steps that shrink towards s = 0 did no better), one network call
     each. With x0_hat = x - s v and eps_hat = x + (1 - s) v, the data and the noise that x and v point to,
     the step x + (s_next - s) v = (1 - s_next) x0_hat + s_next eps_hat is DDIM's (eta = 0, eq. 12) on the path
     alpha = 1 - s, sigma = s (Gao et al. 2024): flow matching changes the path, the network's target and how
-    s is drawn in training, not the solver."""
+    s is drawn in training, not the solver. So DDIM's eta carries over too: eta = 1 is DDPM's ancestral step
+    for a flow model, fresh noise that corrects what the deterministic steps carry along (Karras et al. 2022)."""
     s = torch.linspace(1, 0, steps + 1, device=x.device)                      # (K + 1,) s_0 = 1 .. s_K = 0
+    # DDIM eq. 16 with alpha = 1 - s, sigma = s: the std of q(x_next | x, x0), times eta; 0 on the last step
+    sigmas = eta * s[1:] * (1 - ((1 - s[:-1]) * s[1:] / ((1 - s[1:]) * s[:-1])) ** 2).sqrt()  # (K,)
     for i in range(steps):
         v = model(x, s[i].expand(len(x)))                                    # (n, ...) predicted velocity
-        x = x + (s[i + 1] - s[i]) * v
+        if eta == 0:
+            x = x + (s[i + 1] - s[i]) * v
+        else:  # x_next = (1 - s_next) x0_hat + sqrt(s_next^2 - sigma^2) eps_hat + sigma z   (DDIM eq. 12)
+            x0_hat, eps_hat = x - s[i] * v, x + (1 - s[i]) * v
+            z = torch.randn(x.shape, generator=generator, device=x.device)
+            x = (1 - s[i + 1]) * x0_hat + (s[i + 1] ** 2 - sigmas[i] ** 2).sqrt() * eps_hat + sigmas[i] * z
         yield x
 
 def midpoint(model, x, steps):
@@ -683,6 +692,8 @@ def check_run(cfg):
     cfg.sampler = fits[0] if cfg.sampler == "auto" else cfg.sampler
     if cfg.sampler not in fits:
         raise UsageError(f"--sampler {cfg.sampler} does not fit --objective {cfg.objective}: use {' or '.join(fits)}")
+    if cfg.eta and cfg.sampler not in ("ddim", "euler"):
+        raise UsageError(f"--eta adds noise to ddim or euler steps; --sampler {cfg.sampler} takes none")
     if cfg.sampler in ("ddim", "dpm") and cfg.sample_steps > cfg.timesteps:
         raise UsageError(f"--sample-steps {cfg.sample_steps} is more than --timesteps {cfg.timesteps}")
     if cfg.frequency and not F_MIN <= cfg.frequency < F_MAX:
