@@ -32,12 +32,13 @@ References:
     Flow matching: Lipman et al. 2023, arXiv:2210.02747; rectified flow: Liu et al. 2023, arXiv:2209.03003
 """
 import argparse
+import copy
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -72,6 +73,10 @@ class Config:
                         "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
                         choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
     sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
+    reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
+                        "so that 1 or 2 euler steps draw the data (rectified flow)")
+    reflow_pairs: int = knob(20_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
+    reflow_steps: int = knob(1000, "optimizer steps of --reflow on its pairs, from the trained weights")
     eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's",
                      min=0, max=1)
     clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1")
@@ -103,12 +108,13 @@ X = torch.linspace(0, 2 * math.pi, LENGTH, dtype=torch.float64)  # (64,) the sam
 F_MIN, F_MAX = 1.0, 5.0                                          # the range of frequencies f
 
 def make_waves(n, generator=None, frequency=None):
-    """n waves, float32 (n, 64): sin(f x + phi) with frequency f ~ U[1, 5) (or all `frequency`, if given)
+    """n waves, float32 (n, 64): sin(f x + phi) with frequency f ~ U[1, 5) (or `frequency`, one or n of them)
     and phase phi ~ U[0, 2 pi), and their frequencies (n,), the label a conditional model learns. Already at
     unit scale (values in [-1, 1], the range images use), so no normalising is needed. Every real wave has
     amplitude 1, so a model that shrinks its waves shows up at once in the numbers."""
     u, phi = torch.rand(2, n, 1, generator=generator, dtype=torch.float64)          # 2 x (n, 1)
-    freq = F_MIN + (F_MAX - F_MIN) * u if frequency is None else torch.full_like(u, frequency)  # (n, 1)
+    given = None if frequency is None else torch.as_tensor(frequency, dtype=torch.float64).view(-1, 1)  # (1 or n, 1)
+    freq = F_MIN + (F_MAX - F_MIN) * u if given is None else given.expand(n, 1)                         # (n, 1)
     return torch.sin(freq * X + 2 * math.pi * phi).float(), freq[:, 0].float()      # (n, 1) * (64,) -> (n, 64)
 
 def make_data(n, generator=None):
@@ -334,9 +340,9 @@ def hide_labels(freq, label_drop, generator=None):
     hidden = torch.rand(freq.shape, generator=generator, device=freq.device) < label_drop  # (B,) per wave
     return (freq.masked_fill(hidden, math.nan),)
 
-def train(model, data, schedule, cfg, generator=None, log=print, labels=None):
+def train(model, data, schedule, cfg, generator=None, log=print, labels=None, noise=None):
     """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf.
-    labels: each wave's frequency, for a conditional model."""
+    labels: each wave's frequency, for a conditional model. noise: for reflow, the noise paired with each wave."""
     try:  # fused: the whole update in one kernel, where this torch has one for the device (CPU: torch >= 2.4)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     except RuntimeError:
@@ -348,8 +354,10 @@ def train(model, data, schedule, cfg, generator=None, log=print, labels=None):
     for i in range(cfg.steps):
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
         freq = None if labels is None else labels[idx]
-        loss = (flow_loss(model, data[idx], generator, freq, cfg.label_drop) if cfg.objective == "flow"
-                else diffusion_loss(model, data[idx], schedule, generator, freq, cfg.label_drop))  # flow: below
+        if cfg.objective == "flow":                                                       # flow matching, below
+            loss = flow_loss(model, data[idx], generator, freq, cfg.label_drop, None if noise is None else noise[idx])
+        else:
+            loss = diffusion_loss(model, data[idx], schedule, generator, freq, cfg.label_drop)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -475,26 +483,30 @@ def guided(model, freq, w):
     return eps
 
 def conditional_predictor(model, n, frequency, w, generator=None):
-    """What a conditional model samples with. Asked for a frequency F: guided towards it. Not asked: p(x) is
-    the average of p(x | f) over the data's f ~ U[1, 5), so draw each wave's f independently, as ancestral
-    sampling of (f, x) would, and sample p(x | f) (w = 1): the conditional path, trained on most waves."""
+    """What a conditional model samples with, and the frequencies asked for. Asked for F: guided towards it. Not
+    asked: p(x) is the average of p(x | f) over the data's f ~ U[1, 5), so draw each wave's f independently, as
+    ancestral sampling of (f, x) would, and sample p(x | f) (w = 1): the conditional path, trained on most waves."""
     device = next(model.parameters()).device
     if frequency:
-        return guided(model, torch.full((n,), frequency, device=device), w)
+        return guided(model, torch.full((n,), frequency, device=device), w), frequency
     freq = F_MIN + (F_MAX - F_MIN) * torch.rand(n, generator=generator)      # (n,) f ~ U[1, 5)
-    return guided(model, freq.to(device), 1.0)
+    return guided(model, freq.to(device), 1.0), freq
 
 
 # %% Flow matching (Lipman et al. 2023; Liu et al. 2023): data and noise joined by straight lines, x_s =
 # (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network (build_model: its time input is s) learns the
 # velocity along them, v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from s = 1 to 0.
 
-def flow_loss(model, x0, generator=None, freq=None, label_drop=0.0):
+def flow_loss(model, x0, generator=None, freq=None, label_drop=0.0, noise=None):
     """s = sigmoid(z), z ~ N(0, 1), eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2 (labels: diffusion_loss).
     This logit-normal s (Esser et al. 2024) visits the middle of the path more, and its ends less, than uniform s
-    does; here it made cleaner waves (measured in the README)."""
-    s = torch.sigmoid(torch.randn(x0.shape[0], generator=generator, device=x0.device))  # (B,) in (0, 1)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    does; here it made cleaner waves (measured in the README).
+    Reflow (below) passes each pair's own noise, and draws s uniform: one Euler step uses v at s = 1 alone."""
+    if noise is None:
+        s = torch.sigmoid(torch.randn(x0.shape[0], generator=generator, device=x0.device))  # (B,) in (0, 1)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    else:
+        s = torch.rand(x0.shape[0], generator=generator, device=x0.device)                # (B,) s ~ U[0, 1)
     x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 64)
     return F.mse_loss(model(x_s, s, *hide_labels(freq, label_drop, generator)), noise - x0)
 
@@ -529,6 +541,19 @@ def midpoint(model, x, steps):
         yield x
 
 
+# %% Reflow (Liu et al. 2023, section 2.2): in training many straight lines cross at each x_s, so the network learns
+# their average velocity, and its sampling paths bend. Retrained on the pairs (noise x_1, sample x_0) that its own
+# ODE joins, which never cross (an ODE's paths cannot), it learns the lines themselves: one Euler step follows them.
+
+@torch.no_grad()
+def reflow_pairs(model, n, device, generator=None, steps=10):
+    """n pairs (x_0, x_1): noise x_1 ~ N(0, I) and where the model's ODE carries it, in `steps` midpoint steps (an
+    accurate teacher: more steps hardly changed the reflowed model, measured in the README)."""
+    x1 = torch.randn((n,) + SHAPE, generator=generator, device=device)           # (n, 64) the noise of each pair
+    *_, x0 = midpoint(model, x1, steps)                                           # the last step: s = 0
+    return x0, x1
+
+
 # %% Evaluation: is each sample a clean sine (shape), and do the samples vary like real waves (coverage)?
 
 W_GRID = torch.arange(0.5, 8.0, 0.005, dtype=torch.float64)                   # (W,) candidate frequencies
@@ -559,15 +584,17 @@ def wasserstein1(a, b):
     q = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000
     return (torch.quantile(a, q) - torch.quantile(b, q)).abs().mean().item()
 
-def evaluate(samples, generator=None, frequency=None):
+def evaluate(samples, generator=None, frequency=None, labels=None):
     """Shape: R^2 of each sample's best sine fit (median; shares at >= 0.99 and >= 0.95); real waves score 1.
-    Coverage: Wasserstein-1 of the fitted frequencies against 5000 fresh real waves', relative to the real
-    range (4), and of the amplitudes, relative to the real mean amplitude (1): 0 means matching spreads;
-    a model that draws one perfect wave again and again scores R^2 = 1 but fails here. Asked for a
+    Coverage: Wasserstein-1 of the fitted frequencies against real waves', relative to the real range (4), and
+    of the amplitudes, relative to the real mean amplitude (1): 0 means matching spreads; a model that draws
+    one perfect wave again and again scores R^2 = 1 but fails here. The real waves: 5000 fresh ones, or given
+    the labels the samples were drawn with (one per sample, or one F), real waves of those labels and fresh
+    phases; else a model that follows its labels would score the labels' own distance from U[1, 5). Asked for a
     frequency: how far the fitted ones are from it (median, 90th percentile), and whether the phases still
     spread over the circle, |mean of exp(i phi)| (about 0.04 for 512 uniform phases, 1 for a single one)."""
     r2, freq, amp, phase = fit_sines(samples)
-    _, ref_freq, ref_amp, _ = fit_sines(make_data(5000, generator))
+    _, ref_freq, ref_amp, _ = fit_sines(make_waves(5000 if labels is None else len(samples), generator, labels)[0])
     quality = dict(r2_median=r2.median().item(), r2_099=(r2 >= 0.99).double().mean().item(),
                    r2_095=(r2 >= 0.95).double().mean().item(), freq_w1=wasserstein1(freq, ref_freq) / 4,
                    amp_w1=wasserstein1(amp, ref_amp) / ref_amp.mean().item(),
@@ -577,6 +604,13 @@ def evaluate(samples, generator=None, frequency=None):
         quality.update(freq_err_median=error.median().item(), freq_err_p90=error.quantile(0.9).item(),
                        phase_bunching=torch.polar(torch.ones_like(phase), phase).mean().abs().item())
     return quality
+
+def straightness(trajectory):
+    """How straight the sampling paths are: the mean path length over the mean distance from start to end, for
+    trajectory = x at every step, (steps + 1) x (n, 64). 1.0: every wave moved along a straight line."""
+    path = torch.stack(trajectory).double()                                     # (K + 1, n, 64)
+    length = (path[1:] - path[:-1]).norm(dim=2).sum(0)                          # (n,)
+    return (length.mean() / (path[-1] - path[0]).norm(dim=1).mean()).item()
 
 QUALITY = {"r2_median": "median R^2 of sine fit", "r2_099": "share R^2 >= 0.99", "r2_095": "share R^2 >= 0.95",
            "freq_w1": "frequency W1 / 4", "amp_w1": "amplitude W1 / mean", "amp_ratio": "mean amplitude ratio",
@@ -621,6 +655,7 @@ def run(cfg):
     sample_gen = torch.Generator(device=device).manual_seed(seed(2))    # x_{T-1} and z in sampling
     eval_gen = torch.Generator().manual_seed(seed(3))                   # fresh real data for the metrics
     label_gen = torch.Generator().manual_seed(seed(4))                  # frequencies when none is asked for
+    reflow_gen = torch.Generator(device=device).manual_seed(seed(5))    # reflow's pairs, labels and batches
 
     ckpt = check_run(cfg)                                               # refuse what cannot work, before work
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
@@ -642,15 +677,30 @@ def run(cfg):
     else:
         model.load_state_dict(ckpt["model"])
         print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
+    reflowed = ckpt.get("reflowed", 0) if ckpt else 0                  # how many times its weights were reflowed
+    base, reflow_time = model, 0.0
+    if cfg.reflow:
+        base = copy.deepcopy(model).eval()                              # the flow model before, for the figure
+        start = time.perf_counter()
+        freq = F_MIN + (F_MAX - F_MIN) * torch.rand(cfg.reflow_pairs, generator=reflow_gen, device=device)  # kept
+        teacher = guided(model.eval(), freq, 1.0) if cfg.condition else model.eval()   # with each pair, as labels
+        x0, x1 = reflow_pairs(teacher, cfg.reflow_pairs, device, reflow_gen)
+        more = train(model, x0, schedule, replace(cfg, steps=cfg.reflow_steps), reflow_gen,
+                     labels=freq if cfg.condition else None, noise=x1).cpu()
+        losses = torch.cat([losses, more])
+        reflow_time = time.perf_counter() - start
+        reflowed += 1
+        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, reflowed)
+        print(f"reflowed on {cfg.reflow_pairs} pairs ({cfg.reflow_steps} steps) in {reflow_time:.1f}s")
 
     model.eval()
     asked = f" at frequency {cfg.frequency}, guidance {cfg.guidance}" if cfg.frequency else ""
     print(f"sampling {cfg.num_samples} with {cfg.sampler}{asked} ...")
     start = time.perf_counter()
-    traj = [] if cfg.plots else None                                    # x after every step, for the figures
-    net = model                                                         # (x_t, t) -> eps, what sample() calls
+    traj = []                                                           # x after every step: straightness, figures
+    net, labels = model, None                                           # (x_t, t) -> eps, what sample() calls
     if cfg.condition:
-        net = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen)
+        net, labels = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen)
     samples = sample(net, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
@@ -660,12 +710,14 @@ def run(cfg):
     print(f"sampled in {sample_time:.2f}s")
 
     scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
-    quality = evaluate(scored, eval_gen, cfg.frequency)
-    real = evaluate(make_waves(len(scored), eval_gen, cfg.frequency or None)[0], eval_gen, cfg.frequency)
+    labels = labels if labels is None or cfg.frequency else labels[:20_000]        # what the scored were asked for
+    quality = evaluate(scored, eval_gen, cfg.frequency, labels)
+    real = evaluate(make_waves(len(scored), eval_gen, labels)[0], eval_gen, cfg.frequency, labels)
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective,
-                   frequency=cfg.frequency or None, guidance=cfg.guidance if cfg.frequency else None)
+                   frequency=cfg.frequency or None, guidance=cfg.guidance if cfg.frequency else None,
+                   eta=cfg.eta, straightness=straightness(traj), reflowed=reflowed, reflow_seconds=reflow_time)
     print(f"quality{'generated':>27}   real data")
     for key in quality:
         print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
@@ -674,6 +726,8 @@ def run(cfg):
         plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj)
     if cfg.plots and cfg.frequency:
         plot_guidance(cfg, model, schedule, torch.Generator(device=device).manual_seed(cfg.seed))
+    if cfg.plots and cfg.reflow:
+        plot_reflow(cfg, base, model, schedule, device)
     print(f"outputs in {cfg.out}/")
     return metrics
 
@@ -692,6 +746,10 @@ def check_run(cfg):
     cfg.sampler = fits[0] if cfg.sampler == "auto" else cfg.sampler
     if cfg.sampler not in fits:
         raise UsageError(f"--sampler {cfg.sampler} does not fit --objective {cfg.objective}: use {' or '.join(fits)}")
+    if cfg.reflow and cfg.objective != "flow":
+        raise UsageError("--reflow straightens a flow model's paths: add --objective flow (or --load a flow model)")
+    if not cfg.reflow and (cfg.reflow_pairs, cfg.reflow_steps) != (Config.reflow_pairs, Config.reflow_steps):
+        raise UsageError("--reflow-pairs and --reflow-steps set up --reflow: add --reflow")
     if cfg.eta and cfg.sampler not in ("ddim", "euler"):
         raise UsageError(f"--eta adds noise to ddim or euler steps; --sampler {cfg.sampler} takes none")
     if cfg.sampler in ("ddim", "dpm") and cfg.sample_steps > cfg.timesteps:
@@ -729,9 +787,10 @@ def check_memory(cfg, model, device):
     model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
-    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if cfg.plots else 0  # x after every step: figures
+    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data                    # x after every step
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
-                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
+                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
+                          ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow else 0, layers + 3 * data)]:
         if n * each > have:
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
@@ -779,9 +838,9 @@ def number(kind, low=None, high=None):
 
 # %% Files: checkpoint, results
 
-def save_checkpoint(path, model, cfg, schedule):
+def save_checkpoint(path, model, cfg, schedule, reflowed=0):
     tmp = path + ".tmp"
-    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(),
+    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(), reflowed=reflowed,
                     schedule={name: value.cpu() for name, value in schedule.items()}), tmp)
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
 
@@ -817,11 +876,13 @@ def save(fig, out, name):
         display(fig)
     plt.close(fig)
 
-def plot_loss(out, losses, objective):
+def plot_loss(out, losses, objective, reflow_from=None):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
     k = max(1, len(losses) // 50)
     ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
+    if reflow_from is not None:
+        ax.axvline(reflow_from, color="0.5", ls="--", label="reflow: its own pairs from here")
     what = "velocity (flow matching)" if objective == "flow" else "noise (DDPM Algorithm 1)"
     ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error", title=f"Training loss: predicted {what}")
     ax.legend()
@@ -885,7 +946,7 @@ def plot_all(cfg, data, schedule, losses, samples, traj):
     save(fig, out, "forward.png")
 
     if len(losses):  # none after --load
-        plot_loss(out, losses, cfg.objective)
+        plot_loss(out, losses, cfg.objective, len(losses) - cfg.reflow_steps if cfg.reflow else None)
 
     r2, freq, _, _ = fit_sines(samples[:16])
     fig = plt.figure(figsize=(15, 6.5))
@@ -913,6 +974,20 @@ def plot_all(cfg, data, schedule, losses, samples, traj):
     save(fig, out, "reverse.png")
     if cfg.gif:
         animate(out, traj, waves, (6, 3.5))
+
+def plot_reflow(cfg, base, model, schedule, device):
+    """reflow.png: the flow model's waves in 1 and 2 Euler steps beside the reflowed model's, at the same calls."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2), sharey=True)
+    panels = [(name, net, k) for name, net in [("flow model", base), ("reflowed", model)] for k in (1, 2)]
+    for ax, (name, net, k) in zip(axes, panels):
+        if cfg.condition:                                                        # the same labels in every panel
+            net = conditional_predictor(net, cfg.num_samples, 0, 1, torch.Generator().manual_seed(cfg.seed))[0]
+        y = sample(net, cfg.num_samples, schedule, "euler", k, torch.Generator(device=device).manual_seed(cfg.seed))
+        clean = (fit_sines(y)[0] >= 0.99).double().mean()
+        waves(ax, y[:3].cpu(), f"{name}, {k} Euler step{'s' * (k > 1)}\n{clean:.0%} of waves at R^2 >= 0.99", ylim=1.6)
+    axes[0].set_ylabel("value")
+    fig.suptitle("Reflow: the same network calls, before and after")
+    save(fig, cfg.out, "reflow.png")
 
 # %% Run the lesson (a script, or a notebook cell: main() reads the flags, ignoring a kernel's own)
 if __name__ == "__main__":

@@ -23,12 +23,13 @@ References:
     Flow matching: Lipman et al. 2023, arXiv:2210.02747; rectified flow: Liu et al. 2023, arXiv:2209.03003
 """
 import argparse
+import copy
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,6 +64,10 @@ class Config:
                         "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
                         choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
     sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
+    reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
+                        "so that 1 or 2 euler steps draw the data (rectified flow)")
+    reflow_pairs: int = knob(20_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
+    reflow_steps: int = knob(2000, "optimizer steps of --reflow on its pairs, from the trained weights")
     eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's",
                      min=0, max=1)
     clip: float = knob(2.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the spiral lies within 2.1")
@@ -241,8 +246,9 @@ def diffusion_loss(model, x0, schedule, generator=None):
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
 
-def train(model, data, schedule, cfg, generator=None, log=print):
-    """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf."""
+def train(model, data, schedule, cfg, generator=None, log=print, noise=None):
+    """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf.
+    noise: for reflow, the noise paired with each row of data (flow matching only)."""
     try:  # fused: the whole update in one kernel, where this torch has one for the device (CPU: torch >= 2.4)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     except RuntimeError:
@@ -253,8 +259,10 @@ def train(model, data, schedule, cfg, generator=None, log=print):
     start = time.perf_counter()
     for i in range(cfg.steps):
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
-        loss = (flow_loss(model, data[idx], generator) if cfg.objective == "flow"           # flow matching, below
-                else diffusion_loss(model, data[idx], schedule, generator))
+        if cfg.objective == "flow":                                                       # flow matching, below
+            loss = flow_loss(model, data[idx], generator, None if noise is None else noise[idx])
+        else:
+            loss = diffusion_loss(model, data[idx], schedule, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -371,13 +379,15 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
 # (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network (build_model: its time input is s) learns the
 # velocity along them, v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from s = 1 to 0.
 
-def flow_loss(model, x0, generator=None):
+def flow_loss(model, x0, generator=None, noise=None):
     """s ~ 3 (1 - s)^2 on [0, 1], eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2. This density weighs each s
     as an eps loss would (eps = x_s + (1 - s) v: an error in v costs (1 - s)^2 as much in eps); uniform s and the
-    logit-normal s of Esser et al. 2024 spend more on noisier s and blur the thin spiral (measured in the README)."""
+    logit-normal s of Esser et al. 2024 spend more on noisier s and blur the thin spiral (measured in the README).
+    Reflow (below) passes each pair's own noise, and draws s uniform: one Euler step uses v at s = 1 alone."""
     u = torch.rand(x0.shape[0], generator=generator, device=x0.device)               # (B,) u ~ U[0, 1)
-    s = 1 - (1 - u) ** (1 / 3)                                                         # inverse CDF: s ~ 3 (1 - s)^2
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    s = 1 - (1 - u) ** (1 / 3) if noise is None else u                                # inverse CDF: s ~ 3 (1 - s)^2
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 2)
     return F.mse_loss(model(x_s, s), noise - x0)
 
@@ -410,6 +420,19 @@ def midpoint(model, x, steps):
         x_mid = x + (s_mid - s[i]) * model(x, s[i].expand(len(x)))          # (n, ...) half a step
         x = x + (s[i + 1] - s[i]) * model(x_mid, s_mid.expand(len(x)))
         yield x
+
+
+# %% Reflow (Liu et al. 2023, section 2.2): in training many straight lines cross at each x_s, so the network learns
+# their average velocity, and its sampling paths bend. Retrained on the pairs (noise x_1, sample x_0) that its own
+# ODE joins, which never cross (an ODE's paths cannot), it learns the lines themselves: one Euler step follows them.
+
+@torch.no_grad()
+def reflow_pairs(model, n, device, generator=None, steps=10):
+    """n pairs (x_0, x_1): noise x_1 ~ N(0, I) and where the model's ODE carries it, in `steps` midpoint steps (an
+    accurate teacher: more steps hardly changed the reflowed model, measured in the README)."""
+    x1 = torch.randn((n,) + SHAPE, generator=generator, device=device)           # (n, 2) the noise of each pair
+    *_, x0 = midpoint(model, x1, steps)                                           # the last step: s = 0
+    return x0, x1
 
 
 # %% Evaluation: how close are generated points to the spiral, and do they cover all of it?
@@ -479,6 +502,7 @@ def run(cfg):
     train_gen = torch.Generator(device=device).manual_seed(seed(1))     # batches, t and noise in training
     sample_gen = torch.Generator(device=device).manual_seed(seed(2))    # x_{T-1} and z in sampling
     eval_gen = torch.Generator().manual_seed(seed(3))                   # fresh real data for the metrics
+    reflow_gen = torch.Generator(device=device).manual_seed(seed(5))    # reflow's pairs and its batches
 
     ckpt = check_run(cfg)                                               # refuse what cannot work, before work
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
@@ -500,11 +524,23 @@ def run(cfg):
     else:
         model.load_state_dict(ckpt["model"])
         print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
+    reflowed = ckpt.get("reflowed", 0) if ckpt else 0                  # how many times its weights were reflowed
+    base, reflow_time = model, 0.0
+    if cfg.reflow:
+        base = copy.deepcopy(model).eval()                              # the flow model before, for the figure
+        start = time.perf_counter()
+        x0, x1 = reflow_pairs(model.eval(), cfg.reflow_pairs, device, reflow_gen)
+        more = train(model, x0, schedule, replace(cfg, steps=cfg.reflow_steps), reflow_gen, noise=x1).cpu()
+        losses = torch.cat([losses, more])
+        reflow_time = time.perf_counter() - start
+        reflowed += 1
+        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, reflowed)
+        print(f"reflowed on {cfg.reflow_pairs} pairs ({cfg.reflow_steps} steps) in {reflow_time:.1f}s")
 
     model.eval()
     print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
     start = time.perf_counter()
-    traj = [] if cfg.plots else None                                    # x after every step, for the figures
+    traj = []                                                           # x after every step: straightness, figures
     samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
@@ -517,13 +553,16 @@ def run(cfg):
     real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen, cfg.noise)
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
-                   device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective)
+                   device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective,
+                   eta=cfg.eta, straightness=straightness(traj), reflowed=reflowed, reflow_seconds=reflow_time)
     print(f"quality{'generated':>27}   real data")
     for key in quality:
         print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
         plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj)
+    if cfg.plots and cfg.reflow:
+        plot_reflow(cfg, base, model, schedule, device)
     print(f"outputs in {cfg.out}/")
     return metrics
 
@@ -542,6 +581,10 @@ def check_run(cfg):
     cfg.sampler = fits[0] if cfg.sampler == "auto" else cfg.sampler
     if cfg.sampler not in fits:
         raise UsageError(f"--sampler {cfg.sampler} does not fit --objective {cfg.objective}: use {' or '.join(fits)}")
+    if cfg.reflow and cfg.objective != "flow":
+        raise UsageError("--reflow straightens a flow model's paths: add --objective flow (or --load a flow model)")
+    if not cfg.reflow and (cfg.reflow_pairs, cfg.reflow_steps) != (Config.reflow_pairs, Config.reflow_steps):
+        raise UsageError("--reflow-pairs and --reflow-steps set up --reflow: add --reflow")
     if cfg.eta and cfg.sampler not in ("ddim", "euler"):
         raise UsageError(f"--eta adds noise to ddim or euler steps; --sampler {cfg.sampler} takes none")
     if cfg.sampler in ("ddim", "dpm") and cfg.sample_steps > cfg.timesteps:
@@ -571,9 +614,10 @@ def check_memory(cfg, model, device):
     model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
-    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if cfg.plots else 0  # x after every step: figures
+    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data                    # x after every step
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
-                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data)]:
+                          ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
+                          ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow else 0, layers + 3 * data)]:
         if n * each > have:
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
@@ -621,9 +665,9 @@ def number(kind, low=None, high=None):
 
 # %% Files: checkpoint, results
 
-def save_checkpoint(path, model, cfg, schedule):
+def save_checkpoint(path, model, cfg, schedule, reflowed=0):
     tmp = path + ".tmp"
-    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(),
+    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(), reflowed=reflowed,
                     schedule={name: value.cpu() for name, value in schedule.items()}), tmp)
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
 
@@ -659,11 +703,13 @@ def save(fig, out, name):
         display(fig)
     plt.close(fig)
 
-def plot_loss(out, losses, objective):
+def plot_loss(out, losses, objective, reflow_from=None):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
     k = max(1, len(losses) // 50)
     ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
+    if reflow_from is not None:
+        ax.axvline(reflow_from, color="0.5", ls="--", label="reflow: its own pairs from here")
     what = "velocity (flow matching)" if objective == "flow" else "noise (DDPM Algorithm 1)"
     ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error", title=f"Training loss: predicted {what}")
     ax.legend()
@@ -705,17 +751,30 @@ def plot_all(cfg, data, schedule, losses, samples, traj):
     row(out, "forward.png", f"Forward process ({cfg.objective}): the spiral dissolves into N(0, I) noise",
         [(noisy(t), f"x = {a[t]:.3f} x0 + {b[t]:.3f} eps") for t in [0, T // 10, 3 * T // 10, T - 1]])
     if len(losses):  # none after --load
-        plot_loss(out, losses, cfg.objective)
+        plot_loss(out, losses, cfg.objective, len(losses) - cfg.reflow_steps if cfg.reflow else None)
     shown = samples[:n]
     row(out, "samples.png", "", [(data[:len(shown)], f"original spiral ({len(shown)} points)"),
                                  (shown, f"generated from noise ({len(shown)} points)")], colors=["C1", "C0"])
     traj = [x[:n] for x in traj]                                                 # the points shown
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
+    paths = [(torch.stack(traj)[:, :100], f"paths of 100 points, {straightness(traj):.2f}x\nas long as straight lines")]
+    if cfg.sampler == "ddpm" or cfg.eta:                                         # fresh noise at every step: the
+        paths = []                                                               # paths are a tangle, not drawn
     row(out, "reverse.png", f"Reverse process ({cfg.sampler}): from pure noise to samples",
-        [(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps]
-        + [(torch.stack(traj)[:, :100], f"paths of 100 points, {straightness(traj):.2f}x\nas long as straight lines")])
+        [(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps] + paths)
+
     if cfg.gif:
         animate(out, traj, scatter, (4.5, 4.5))
+
+def plot_reflow(cfg, base, model, schedule, device):
+    """reflow.png: the flow model's samples in 1 and 2 Euler steps beside the reflowed model's, at the same calls."""
+    panels = []
+    for name, net in [("flow model", base), ("reflowed", model)]:
+        for k in (1, 2):
+            x = sample(net, cfg.num_samples, schedule, "euler", k, torch.Generator(device=device).manual_seed(cfg.seed))
+            stray = evaluate(x.cpu(), torch.Generator().manual_seed(0), cfg.noise)["outliers"]
+            panels.append((x.cpu(), f"{name}, {k} Euler step{'s' * (k > 1)}\n{stray:.1%} of the points stray"))
+    row(cfg.out, "reflow.png", "Reflow: the same network calls, before and after", panels)
 
 # %% Run the lesson (a script, or a notebook cell: main() reads the flags, ignoring a kernel's own)
 if __name__ == "__main__":

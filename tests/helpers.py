@@ -319,3 +319,22 @@ def flow_recursion(affine, times, sampler="euler", m=0.0, sd=1.0):
             L, c = 1 + h * am * (1 + h * a / 2), h * (am * h * b / 2 + bm)
         m, sd = L * m + c, abs(L) * sd
     return m, sd
+
+
+def flow_eta_recursion(mu, S, times, eta, m=0.0, sd=1.0):
+    """Mean and std of Euler steps with DDIM's eta on the straight path (alpha = 1 - s, sigma = s), exact, float64,
+    for data N(mu, S^2) and its exact velocity, from x_1 ~ N(m, sd^2). The posterior q(x_{s'} | x_s, x0) of the
+    path x_s = (1 - s) x0 + s eps, written as DDIM writes it (eq. 16), has std
+    sig = eta s' sqrt(1 - ((1 - s) s' / ((1 - s') s))^2), and the step is
+    x' = (1 - s') x0_hat + sqrt(s'^2 - sig^2) eps_hat + sig z. Gaussian conditioning on x_s (mean (1 - s) mu,
+    variance V = (1 - s)^2 S^2 + s^2) gives x0_hat = mu + c0 c, eps_hat = c1 c, c = x - (1 - s) mu,
+    c0 = (1 - s) S^2 / V, c1 = s / V: x' is affine in x plus independent noise."""
+    var = sd ** 2
+    for s, s_next in zip(times[:-1], times[1:]):
+        sig = eta * s_next * math.sqrt(1 - ((1 - s) * s_next / ((1 - s_next) * s)) ** 2)
+        V = (1 - s) ** 2 * S ** 2 + s ** 2
+        c0, c1 = (1 - s) * S ** 2 / V, s / V
+        gain = (1 - s_next) * c0 + math.sqrt(s_next ** 2 - sig ** 2) * c1        # d x' / d x
+        m = (1 - s_next) * mu + gain * (m - (1 - s) * mu)
+        var = gain ** 2 * var + sig ** 2
+    return m, math.sqrt(var)

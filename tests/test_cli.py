@@ -121,6 +121,13 @@ BAD_FLAGS = {
     "ddim-for-flow": (["--objective", "flow", "--sampler", "ddim"], "--sampler ddim does not fit --objective flow"),
     "flow-steps-0": (["--objective", "flow", "--sample-steps", "0"], "--sample-steps"),
     "eta-negative": (["--eta", "-0.5"], "--eta"),
+    "eta-above-1": (["--sampler", "ddim", "--eta", "1.5"], "--eta"),            # sqrt(1 - abar - sigma^2) < 0
+    "eta-with-ddpm": (["--eta", "1"], "--sampler ddpm takes none"),             # was silently ignored
+    "eta-with-dpm": (["--sampler", "dpm", "--eta", "0.5"], "--sampler dpm takes none"),
+    "eta-with-midpoint": (["--objective", "flow", "--sampler", "midpoint", "--eta", "1"], "--sampler midpoint"),
+    "reflow-for-eps": (["--reflow"], "--reflow straightens a flow model"),
+    "reflow-steps-alone": (["--objective", "flow", "--reflow-steps", "5"], "add --reflow"),
+    "reflow-pairs-beyond-memory": (["--objective", "flow", "--reflow", "--reflow-pairs", "100000000000"], "GiB"),
     "timesteps-1": (["--timesteps", "1"], "--timesteps"),
     "seed-beyond-torch": (["--seed", "99999999999999999999"], "--seed"),      # torch takes seeds < 2**64
     "seed-negative": (["--seed", "-1"], "--seed"),
