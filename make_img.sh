@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every figure in img/ and prints the README's results tables from the same runs.
-# About 16 minutes on a 2-core CPU. Usage: bash make_img.sh
+# About 35 minutes on a 2-core CPU. Usage: bash make_img.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 export MPLBACKEND=Agg
@@ -14,19 +14,24 @@ run() {  # run NAME ARGS...: one whole process, timed by wall clock, as a user w
     python -c "print(round($(date +%s.%N) - $start, 1))" > "$out/$name/wall_seconds"
 }
 
-# each default run, then the same model with --objective flow right beside it (the whole runs' times compared)
+# each default run, then the same model with --objective flow and with --objective flow --reflow right beside it
+# (the whole runs' times compared)
 run spiral_mlp       diffusion_spiral.py
 run spiral_mlp_flow  diffusion_spiral.py --objective flow
+run spiral_mlp_reflow diffusion_spiral.py --objective flow --reflow
 python bench/seed_recipe.py > "$out/seed_recipe.json"   # the seed's spiral recipe, timed right beside them
 run spiral_mlp_ddim  diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run spiral_unet      diffusion_spiral.py --model unet
 run spiral_unet_flow diffusion_spiral.py --model unet --objective flow
+run spiral_unet_reflow diffusion_spiral.py --model unet --objective flow --reflow
 run spiral_unet_ddim diffusion_spiral.py --load "$out/spiral_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run sine_mlp         diffusion_sine.py
 run sine_mlp_flow    diffusion_sine.py --objective flow
+run sine_mlp_reflow  diffusion_sine.py --objective flow --reflow
 run sine_mlp_ddim    diffusion_sine.py --load "$out/sine_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run sine_unet        diffusion_sine.py --model unet --device cpu
 run sine_unet_flow   diffusion_sine.py --model unet --device cpu --objective flow
+run sine_unet_reflow diffusion_sine.py --model unet --device cpu --objective flow --reflow
 run sine_unet_ddim   diffusion_sine.py --load "$out/sine_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
 # the animations, from the saved models (kept out of the timed runs above)
 run spiral_gif       diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --gif
@@ -39,12 +44,16 @@ for f in forward reverse; do cp "$out/sine_unet/$f.png" "img/sine_$f.png"; done
 for m in mlp unet; do for f in samples loss; do cp "$out/sine_$m/$f.png" "img/sine_${f}_$m.png"; done; done
 cp "$out/sine_gif/reverse.gif" img/sine_reverse.gif
 cp "$out/spiral_mlp_flow/forward.png" img/spiral_forward_flow.png
+cp "$out/spiral_mlp_reflow/reflow.png" img/spiral_reflow.png
+cp "$out/sine_unet_reflow/reflow.png" img/sine_reflow.png
 
-# ---- what "straight" means: 100 sampling paths of the eps model's DDIM and of the flow model's Euler (20 steps)
+# ---- what "straight" means: 100 sampling paths of the eps model's DDIM, the flow model's Euler and the reflowed
+# model's Euler (20 steps)
 python - "$out" <<'PY'
 import sys, torch, diffusion_spiral as ds
 out, panels = sys.argv[1], []
-for run, sampler, name in [("spiral_mlp", "ddim", "eps model, DDIM"), ("spiral_mlp_flow", "euler", "flow model, Euler")]:
+for run, sampler, name in [("spiral_mlp", "ddim", "eps model, DDIM"), ("spiral_mlp_flow", "euler", "flow model, Euler"),
+                           ("spiral_mlp_reflow", "euler", "reflowed, Euler")]:
     ckpt = torch.load(f"{out}/{run}/model.pt", weights_only=True)
     cfg = ds.Config(**ckpt["config"])
     model = ds.build_model(cfg.model, cfg, ckpt["schedule"])
@@ -58,21 +67,24 @@ for run, sampler, name in [("spiral_mlp", "ddim", "eps model, DDIM"), ("spiral_m
 ds.row("img", "spiral_paths.png", "100 sampling paths from noise (x_1) to data", panels)
 PY
 
-# ---- few-step samplers from the saved models: quality against network calls (README, "Sampling in a few steps")
+# ---- few-step samplers from the saved models: quality against network calls (README and RESULTS.md); a run
+# named {script}_{model}{objective}_{sampler}{K}[_eta1]
 python - "$out" <<'PY'
 import contextlib, importlib, io, json, os, sys
 out = sys.argv[1]
-runs = {"": [("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpm", 10), ("dpm", 20)],
-        "_flow": [("euler", 10), ("euler", 20), ("euler", 50), ("midpoint", 5), ("midpoint", 10)]}
+calls = [1, 2, 4, 10, 20]
+runs = {"": [(s, k, 0) for s in ["ddim", "dpm"] for k in calls + [50]],
+        "_flow": [("euler", k, eta) for k in calls + [50] for eta in [0, 1]] + [("midpoint", 5, 0), ("midpoint", 10, 0)],
+        "_reflow": [("euler", k, 0) for k in calls]}
 for script in ["spiral", "sine"]:
     mod = importlib.import_module(f"diffusion_{script}")
     for model in ["mlp", "unet"]:
         for objective, samplers in runs.items():
-            for sampler, k in samplers:
-                d = os.path.join(out, f"{script}_{model}{objective}_{sampler}{k}")
+            for sampler, k, eta in samplers:
+                d = os.path.join(out, f"{script}_{model}{objective}_{sampler}{k}" + ("_eta1" if eta else ""))
                 with contextlib.redirect_stdout(io.StringIO()):
                     mod.main(["--load", os.path.join(out, f"{script}_{model}{objective}", "model.pt"), "--sampler",
-                              sampler, "--sample-steps", str(k), "--no-plots", "--out", d])
+                              sampler, "--sample-steps", str(k), "--eta", str(eta), "--no-plots", "--out", d])
 PY
 
 # ---- asking for a frequency: each sine model at F = 1.5, 2.5, 3.5, 4.5, guidance w = 0, 1, 2, 3, 5 (512 waves each)
@@ -112,26 +124,32 @@ cols = {"spiral": [("median", "median dist"), ("p90", "p90 dist"), ("outliers", 
         "sine": [("r2_median", "median R^2"), ("r2_099", "R^2>=0.99"), ("r2_095", "R^2>=0.95"),
                  ("freq_w1", "freq W1"), ("amp_w1", "amp W1")]}
 for script, keys in cols.items():
-    print(f"\n| {script} run | parameters | train steps/s | whole run (s) | " + " | ".join(k[1] for k in keys) + " |")
-    print("|---" * (4 + len(keys)) + "|")
+    kl = script == "spiral"                                                 # the spiral's likelihood column
+    print(f"\n| {script} run | parameters | train steps/s | whole run (s) | " + " | ".join(k[1] for k in keys)
+          + " | KL (nats) |" * kl)
+    print("|---" * (4 + len(keys) + kl) + "|")
     for model in ["mlp", "unet"]:
-        for suffix, label in [("", "ddpm, trained"), ("_ddim", "ddim 20, --load"), ("_flow", "flow, euler 20, trained")]:
+        for suffix, label in [("", "ddpm, trained"), ("_ddim", "ddim 20, --load"), ("_flow", "flow, euler 20, trained"),
+                              ("_reflow", "flow + reflow, euler 20, trained")]:
             d = os.path.join(out, f"{script}_{model}{suffix}")
             m = json.load(open(os.path.join(d, "metrics.json")))
             wall = open(os.path.join(d, "wall_seconds")).read().strip()
             sps = f"{m['steps_per_second']:.0f}" if m["steps_per_second"] else "-"
-            row = [f"{model}, {label}", f"{m['parameters']:,}", sps, wall]
-            print("| " + " | ".join(row + [f"{m['quality'][k]:.4f}" for k, _ in keys]) + " |")
+            row = [f"{model}, {label}", f"{m['parameters']:,}", sps, wall] + [f"{m['quality'][k]:.4f}" for k, _ in keys]
+            if kl:
+                lik = m["likelihood"]
+                row.append(f"{lik['kl']:.3f} +- {lik['kl_stderr']:.3f} ({'exact' if lik['method'] == 'ode' else 'bound'})")
+            print("| " + " | ".join(row) + " |")
         if script == "sine":  # the same model with its label hidden: --frequency F --guidance 0 ignores F
             q = json.load(open(os.path.join(out, f"sine_{model}_f2.5_w0", "metrics.json")))["quality"]
             print(f"| {model}, no-label path, --load | | - | | " + " | ".join(f"{q[k]:.4f}" for k, _ in keys) + " |")
     m = json.load(open(os.path.join(out, f"{script}_mlp", "metrics.json")))
-    print("| real data | | | | " + " | ".join(f"{m['real'][k]:.4f}" for k, _ in keys) + " |")
+    print("| real data | | | | " + " | ".join(f"{m['real'][k]:.4f}" for k, _ in keys) + " | 0 |" * kl + " |" * (not kl))
 few = {"spiral": [("p90", "p90 dist"), ("outliers", "outliers"), ("recall", "recall")],
        "sine": [("r2_099", "R^2>=0.99"), ("freq_w1", "freq W1"), ("amp_w1", "amp W1")]}
 samplers = [("eps", "ddpm", None), ("eps", "ddim", 10), ("eps", "ddim", 20), ("eps", "ddim", 50), ("eps", "dpm", 10),
             ("eps", "dpm", 20), ("flow", "euler", 10), ("flow", "euler", 20), ("flow", "euler", 50),
-            ("flow", "midpoint", 5), ("flow", "midpoint", 10)]
+            ("flow", "euler", "20_eta1"), ("flow", "euler", "50_eta1"), ("flow", "midpoint", 5), ("flow", "midpoint", 10)]
 for script, keys in few.items():
     print(f"\n| {script}: objective, sampler, steps (network calls) | "
           + " | ".join(f"{m} {k[1]}" for m in ["mlp", "unet"] for k in keys) + " |")
@@ -142,14 +160,37 @@ for script, keys in few.items():
             d = os.path.join(out, f"{script}_{model}{suffix}" + (f"_{sampler}{k}" if k else ""))
             q = json.load(open(os.path.join(d, "metrics.json")))["quality"]
             row += [f"{q[key]:.4f}" for key, _ in keys]
-        steps = k or {"spiral": 100, "sine": 200}[script]
+        steps = int(str(k).split("_")[0]) if k else {"spiral": 100, "sine": 200}[script]
         calls = 2 * steps if sampler == "midpoint" else steps
-        print(f"| {objective}, {sampler}, {steps} ({calls}) | " + " | ".join(row) + " |")
+        eta = ", eta 1" if "eta1" in str(k) else ""
+        print(f"| {objective}, {sampler}{eta}, {steps} ({calls}) | " + " | ".join(row) + " |")
     for model in ["mlp", "unet"]:
-        t = [json.load(open(os.path.join(out, f"{script}_{model}{x}", "metrics.json")))["train_seconds"] for x in ["", "_flow"]]
-        w = [float(open(os.path.join(out, f"{script}_{model}{x}", "wall_seconds")).read()) for x in ["", "_flow"]]
-        print(f"{script} {model}: training eps {t[0]:.1f} s, flow {t[1]:.1f} s; whole default run eps {w[0]:.1f} s, "
-              f"flow {w[1]:.1f} s ({w[1] / w[0]:.2f}x)")
+        ms = [json.load(open(os.path.join(out, f"{script}_{model}{x}", "metrics.json"))) for x in ["", "_flow", "_reflow"]]
+        w = [float(open(os.path.join(out, f"{script}_{model}{x}", "wall_seconds")).read()) for x in ["", "_flow", "_reflow"]]
+        print(f"{script} {model}: training eps {ms[0]['train_seconds']:.1f} s, flow {ms[1]['train_seconds']:.1f} s, "
+              f"reflow {ms[2]['reflow_seconds']:.1f} s more; whole default run eps {w[0]:.1f} s, flow {w[1]:.1f} s "
+              f"({w[1] / w[0]:.2f}x), flow --reflow {w[2]:.1f} s ({w[2] / w[1]:.2f}x the flow run); straightness of "
+              f"Euler 20: flow {ms[1]['straightness']:.3f}, reflowed {ms[2]['straightness']:.3f}")
+# the README's table: quality against network calls 1, 2, 4, 10, 20 (eps: the better of DDIM and DPM-Solver++ at each)
+cell = {"spiral": lambda q: (f"{100 * q['p90']:.2f} / {100 * q['outliers']:.1f}", -q["outliers"]),
+        "sine": lambda q: (f"{100 * q['r2_099']:.1f} / {100 * q['amp_w1']:.1f}", q["r2_099"] - q["amp_w1"])}
+for script in ["spiral", "sine"]:
+    what = "p90 dist / outliers, %" if script == "spiral" else "R^2>=0.99 / amp W1, %"
+    print(f"\n| {script}: model, sampler ({what}) | 1 call | 2 | 4 | 10 | 20 |")
+    print("|---" * 6 + "|")
+    for model in ["mlp", "unet"]:
+        for label, pick in [("eps, best of ddim and dpm", [("", "ddim", ""), ("", "dpm", "")]),
+                            ("flow, euler", [("_flow", "euler", "")]), ("flow, euler, eta 1", [("_flow", "euler", "_eta1")]),
+                            ("flow + reflow, euler", [("_reflow", "euler", "")])]:
+            row = []
+            for k in [1, 2, 4, 10, 20]:
+                scored = []
+                for suffix, sampler, eta in pick:
+                    q = json.load(open(os.path.join(out, f"{script}_{model}{suffix}_{sampler}{k}{eta}", "metrics.json")))["quality"]
+                    text, score = cell[script](q)
+                    scored.append((score, text + (f" ({sampler})" if len(pick) > 1 else "")))
+                row.append(max(scored)[1])
+            print(f"| {model}, {label} | " + " | ".join(row) + " |")
 print("\n| sine model, guidance w | median abs(f - F) | p90 abs(f - F) | R^2>=0.99 | R^2>=0.95 | mean amplitude | phase bunching (max) |")
 print("|---" * 7 + "|")
 for model in ["mlp", "unet"]:

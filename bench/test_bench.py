@@ -11,6 +11,7 @@ from timing import loop_efficiency, timed
 TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
 NUM_SAMPLES = 1000    # batch of the sampling loops
 FEW_STEPS = 20       # DDIM, DPM-Solver and Euler steps
+REFLOW_PAIRS = 1000  # pairs of the reflow benchmark (the scripts' default draws 20,000)
 
 
 @pytest.mark.parametrize("objective", ["eps", "flow"], indirect=True)
@@ -37,13 +38,14 @@ def test_sampling_loop(benchmark, script, kind, device, trained, sampler, object
     gen = torch.Generator(device=device).manual_seed(0)
     benchmark.group = f"{script.__name__} {kind} sample {sampler} ({steps} steps, {NUM_SAMPLES} samples)"
     loop = lambda: script.sample(model, NUM_SAMPLES, schedule, sampler, FEW_STEPS, gen, clip=cfg.clip)
-    benchmark.pedantic(timed(loop, device), rounds=3, warmup_rounds=1, iterations=1)
+    long = sampler == "ddpm"                  # T steps: fewer rounds (its per-step time is what compares)
+    benchmark.pedantic(timed(loop, device), rounds=2 if long else 3, warmup_rounds=1, iterations=1)
     if benchmark.disabled:
         return
     # efficiency: what the network alone costs (steps x one forward on this batch) over the loop's time
     x = script.make_data(NUM_SAMPLES).to(device)                       # a batch of the right shape
     t = torch.full((NUM_SAMPLES,), 0.5 if objective == "flow" else cfg.timesteps // 2, device=device)
-    efficiency, forward = loop_efficiency(loop, model, x, t, steps, device)
+    efficiency, forward = loop_efficiency(loop, model, x, t, steps, device, pairs=1 if long else 3)
     benchmark.extra_info.update(steps=steps, forward_seconds=forward, efficiency=efficiency)
 
 
@@ -65,3 +67,29 @@ def test_guided_sampling_loop(benchmark, script, kind, device, trained):
     t = torch.full((NUM_SAMPLES,), cfg.timesteps // 2, device=device)
     efficiency, forward = loop_efficiency(loop, model, x, t, 2 * FEW_STEPS, device)
     benchmark.extra_info.update(steps=FEW_STEPS, calls_per_step=2, forward_seconds=forward, efficiency=efficiency)
+
+
+@pytest.mark.parametrize("objective", ["flow"], indirect=True)
+def test_reflow_pairs(benchmark, script, kind, device, trained, objective):
+    """--reflow's pair generation: REFLOW_PAIRS (noise, sample) pairs by the model's own ODE (the script's 10
+    midpoint steps, 20 network calls); extra_info has the time per pair, from which the default's follows."""
+    cfg, schedule, model = trained
+    gen = torch.Generator(device=device).manual_seed(0)
+    benchmark.group = f"{script.__name__} {kind} reflow pairs ({REFLOW_PAIRS} pairs, 10 midpoint steps)"
+    benchmark.pedantic(timed(lambda: script.reflow_pairs(model, REFLOW_PAIRS, device, gen), device),
+                       rounds=3, warmup_rounds=1, iterations=1)
+    if benchmark.disabled:
+        return
+    per_pair = benchmark.stats.stats.median / REFLOW_PAIRS
+    benchmark.extra_info.update(seconds_per_pair=per_pair, default_pairs_seconds=per_pair * cfg.reflow_pairs)
+
+
+@pytest.mark.parametrize("objective", ["flow"], indirect=True)
+def test_one_step_sample(benchmark, script, kind, device, trained, objective):
+    """What a reflowed model buys: NUM_SAMPLES samples in one Euler step, one network call (the weights here are
+    the trained flow model's: a reflowed network costs the same)."""
+    cfg, schedule, model = trained
+    gen = torch.Generator(device=device).manual_seed(0)
+    benchmark.group = f"{script.__name__} {kind} sample euler 1 step ({NUM_SAMPLES} samples)"
+    benchmark.pedantic(timed(lambda: script.sample(model, NUM_SAMPLES, schedule, "euler", 1, gen), device),
+                       rounds=5, warmup_rounds=1, iterations=1)

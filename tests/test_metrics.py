@@ -53,6 +53,19 @@ def test_sine_metrics_catch_one_wave_drawn_again_and_again():
     assert q["freq_w1"] == pytest.approx(0.25, abs=0.01)               # ... but E|U[1,5) - 3| / 4 = 1/4
 
 
+def test_sine_frequency_score_compares_against_the_same_labels():
+    """Sampled with labels (one f per wave), the samples are scored against real waves of the same labels and
+    fresh phases: waves that follow their labels score the fit grid's error alone (every model used to inherit
+    the one draw of 512 labels' own distance from U[1, 5)), waves at f + 0.1 score 0.1 / 4, and waves whose f
+    ignores the labels score a fresh draw's distance from these labels'."""
+    labels = 1 + 4 * torch.rand(512, generator=gen(0))
+    follows = sine.make_waves(512, gen(1), labels)[0]
+    assert sine.evaluate(follows, gen(2), labels=labels)["freq_w1"] < 0.0013            # grid step 0.005 / 4
+    off = sine.evaluate(sine.make_waves(512, gen(1), labels + 0.1)[0], gen(2), labels=labels)["freq_w1"]
+    assert off == pytest.approx(0.025, abs=0.0013)
+    assert sine.evaluate(sine.make_data(512, gen(1)), gen(2), labels=labels)["freq_w1"] > 0.005
+
+
 def test_sine_metrics_catch_noisy_waves():
     noisy = sine.make_data(512, gen(1)) + 0.3 * torch.randn(512, 64, generator=gen(3))
     q = sine.evaluate(noisy, gen(2))
