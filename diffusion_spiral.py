@@ -466,6 +466,84 @@ QUALITY = {"median": "median distance", "p90": "90th pct dist.", "outliers": "ou
            "recall": "recall (1=even)"}
 
 
+# %% Likelihood: how much probability the model puts where the data is, in nats, against the data's own density
+# KL(p_data || p_model) = E[log p_data(x) - log p_model(x)] over fresh real x: 0 only for a model that has learned
+# the density itself. The spiral's density is known; a flow model's is exact; DDPM's has a lower bound (so its KL
+# an upper one).
+
+def data_log_density(x, noise=Config.noise):
+    """log p_data(x) for each row of x (n, 2), float64 (n,). A point of make_data is c(u) + noise z, u ~ U[0, 1],
+    so p(x) = int_0^1 N(x; c(u), noise^2 I) du; in the angle a = 4 pi sqrt(u) (du = a da / (8 pi^2)) it is a
+    mixture of Gaussians at the Gauss-Legendre nodes of short panels of a: accurate even at the curve's outer end,
+    where the integral stops and the midpoint rule's error shrinks only as 1 / m^2."""
+    if noise <= 0:
+        raise ValueError("with noise 0 the data lie on a curve, which has no density in the plane")
+    # panels at most 5 noise long on the curve (at most sqrt(1 + (4 pi)^2) / SCALE per radian), 8 nodes each
+    panels = math.ceil(4 * math.pi * math.hypot(1, 4 * math.pi) / SCALE / (5 * noise))
+    width = 4 * math.pi / panels
+    z, w = (torch.from_numpy(v) for v in np.polynomial.legendre.leggauss(8))      # nodes, weights on [-1, 1]
+    a = ((torch.arange(panels)[:, None] + (z + 1) / 2) * width).flatten()        # (panels, 1) + (8,) -> (m,)
+    log_w = (w.repeat(panels) * width / 2 * a / (8 * math.pi ** 2)).log()       # (m,) node weight x density of a
+    centres = a[:, None] * torch.stack([a.cos(), a.sin()], dim=1) / SCALE       # (m, 1) * (m, 2): c at the nodes
+    # log N(x; c, noise^2 I) = -|x - c|^2 / (2 noise^2) - log(2 pi noise^2), mixed by logsumexp, 2^20 pairs at a time
+    log_p = [torch.logsumexp(log_w - torch.cdist(chunk, centres) ** 2 / (2 * noise ** 2), dim=1)  # (rows, m)
+             for chunk in x.cpu().double().split(2 ** 20 // len(a) + 1)]
+    return torch.cat(log_p) - math.log(2 * math.pi * noise ** 2)
+
+@torch.no_grad()
+def log_likelihood(model, x, steps=100):
+    """log p_model(x) of a flow model, float64 (n,). A flow model is a continuous normalizing flow (Chen et al.
+    2018, Neural ODEs; Grathwohl et al. 2019, FFJORD): along dx/ds = v_theta(x, s) the density changes as
+    d log p_s(x_s) / ds = -div v_theta(x_s, s) (Chen et al., Theorem 1), so carrying x from s = 0 to s = 1,
+        log p_0(x) = log N(x_1; 0, I) + int_0^1 div v_theta(x_s, s) ds.
+    K midpoint steps on s_i = (i/K)^2: the divergence peaks where s reaches the jitter's scale, but the learned
+    velocity changes at every s, so the steps shrink towards s = 0 and yet stay short all the way to s = 1."""
+    s = [(i / steps) ** 2 for i in range(steps + 1)]                     # s_0 = 0 (data) .. s_K = 1 (noise)
+    at = lambda s_i: torch.full((len(x),), s_i, device=x.device)          # (n,) the model's time input
+    x, log_det = x.float(), torch.zeros(len(x), dtype=torch.float64)     # log_det: int_0^s div v ds', float64
+    for i in range(steps):
+        h = s[i + 1] - s[i]
+        x_mid = (x + h / 2 * model(x, at(s[i]))).requires_grad_(True)     # half an Euler step
+        with torch.enable_grad():                                          # also under a caller's no_grad()
+            v = model(x_mid, at(s[i] + h / 2))
+            # div v = sum_j dv_j/dx_j, one backward pass per coordinate: rows do not interact (no batch statistics),
+            # so the gradient of v_j summed over the rows is each row's own
+            div = sum(torch.autograd.grad(v[:, j].sum(), x_mid, retain_graph=True)[0][:, j] for j in range(2))
+        x = x + h * v.detach()
+        log_det += h * div.cpu().double()
+    x = x.cpu().double()
+    return log_det - x.pow(2).sum(1) / 2 - math.log(2 * math.pi)         # log N(x_1; 0, I) in 2-D, + log_det
+
+@torch.no_grad()
+def nll_bound(model, x0, schedule, draws=2, generator=None, terms=False):
+    """DDPM's variational bound on -log p_theta(x0) (Ho et al. eq. 5) in nats, float64 (n,), or if `terms` its terms
+    (T + 1, n), row t Ho et al.'s L_t, each averaged over `draws` noise draws. Rows t = 1..T-1:
+    KL(q(x_{t-1} | x_t, x0) || p_theta(x_{t-1} | x_t)), two Gaussians of variance sigma_t^2 = beta~_t, so
+    |mu~ - mu_theta|^2 / (2 sigma_t^2); mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t) and
+    mu~ the same with the true eps, so
+        L_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) |eps - eps_theta(x_t, t)|^2,
+    Algorithm 1's loss (eq. 14) with the weight it drops. Row 0: the decoder -log N(x0; mu_theta(x_0, 0), beta_0 I)
+    (sigma_0^2 = beta_0, as beta~_0 = 0); 1 - abar_0 = beta_0 makes x0 - mu_theta = sqrt(beta_0 / alpha_0) (eps_theta
+    - eps): the same weight at t = 0, plus (d/2) log(2 pi beta_0). Row T: the prior KL(q(x_{T-1} | x0) || N(0, I))."""
+    f64 = {name: value.cpu().double() for name, value in schedule.items()}
+    beta, alpha, abar = f64["betas"], f64["alphas"], f64["alpha_bars"]
+    one_minus_abar = f64["sqrt_one_minus_alpha_bars"] ** 2               # float32 1 - abar_0 would lose digits
+    sigma2 = torch.cat([beta[:1], f64["posterior_variance"][1:]])         # beta~_t, and beta_0 at t = 0
+    weight = beta ** 2 / (2 * sigma2 * alpha * one_minus_abar)            # (T,)
+    T, n, d = len(beta), len(x0), x0.shape[1]
+    x0 = x0.repeat(draws, 1)                                             # (draws n, 2): each point `draws` times
+    L = torch.zeros(T + 1, len(x0), dtype=torch.float64)
+    for t in range(T):
+        step = torch.full((len(x0),), t, device=x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+        L[t] = weight[t] * (eps - model(q_sample(x0, step, eps, schedule), step)).cpu().double().pow(2).sum(1)
+    L[0] += d / 2 * math.log(2 * math.pi * beta[0])
+    # KL(N(sqrt(abar) x0, (1 - abar) I) || N(0, I)) = (abar |x0|^2 + d (1 - abar) - d - d log(1 - abar)) / 2
+    L[T] = (abar[-1] * x0.cpu().double().pow(2).sum(1) - d * abar[-1] - d * torch.log(1 - abar[-1])) / 2
+    L = L.view(T + 1, draws, n).mean(1)                                  # (T + 1, draws, n) -> (T + 1, n)
+    return L if terms else L.sum(0)
+
+
 # %% Running the lesson ======================================================================================
 # Command line, checkpoints, files and figures. Nothing below teaches diffusion; skip it unless you want to
 # change how the script is run.
