@@ -543,6 +543,16 @@ def nll_bound(model, x0, schedule, draws=2, generator=None, terms=False):
     L = L.view(T + 1, draws, n).mean(1)                                  # (T + 1, draws, n) -> (T + 1, n)
     return L if terms else L.sum(0)
 
+def kl_to_data(model, x, schedule, objective, noise=Config.noise, generator=None):
+    """KL(p_data || p_model) in nats on fresh real points x: the mean of log p_data - log p_model, with its standard
+    error; exact for a flow model (by the ODE), an upper bound for an eps model (by DDPM's bound on -log p)."""
+    log_p = log_likelihood(model, x) if objective == "flow" else -nll_bound(model, x, schedule, generator=generator)
+    log_p_data = data_log_density(x, noise)
+    gap = log_p_data - log_p                                              # (n,) one term per point
+    return dict(method="ode" if objective == "flow" else "elbo", nll=-log_p.mean().item(),
+                entropy=-log_p_data.mean().item(), kl=gap.mean().item(), kl_stderr=(gap.std() / len(gap) ** 0.5).item(),
+                points=len(gap))
+
 
 # %% Running the lesson ======================================================================================
 # Command line, checkpoints, files and figures. Nothing below teaches diffusion; skip it unless you want to
@@ -581,6 +591,7 @@ def run(cfg):
     sample_gen = torch.Generator(device=device).manual_seed(seed(2))    # x_{T-1} and z in sampling
     eval_gen = torch.Generator().manual_seed(seed(3))                   # fresh real data for the metrics
     reflow_gen = torch.Generator(device=device).manual_seed(seed(5))    # reflow's pairs and its batches
+    bound_gen = torch.Generator(device=device).manual_seed(seed(6))     # the noise of DDPM's bound
 
     ckpt = check_run(cfg)                                               # refuse what cannot work, before work
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
@@ -629,13 +640,24 @@ def run(cfg):
     scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
     quality = evaluate(scored, eval_gen, cfg.noise)
     real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen, cfg.noise)
+    likelihood, note = None, "--noise 0: the data lie on a curve, with no density in the plane to compare against"
+    if cfg.noise > 0:                                                   # 1,000 fresh real points: KL +- 0.02
+        points = make_data(1000, eval_gen, cfg.noise).to(device)
+        likelihood, note = kl_to_data(model, points, schedule, cfg.objective, cfg.noise, bound_gen), None
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective,
-                   eta=cfg.eta, straightness=straightness(traj), reflowed=reflowed, reflow_seconds=reflow_time)
+                   eta=cfg.eta, straightness=straightness(traj), reflowed=reflowed, reflow_seconds=reflow_time,
+                   likelihood=likelihood, likelihood_note=note)
     print(f"quality{'generated':>27}   real data")
     for key in quality:
         print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
+    if likelihood:
+        exact, bound = ("exact, by the ODE", "") if cfg.objective == "flow" else ("DDPM's bound", " at most")
+        print(f"likelihood of {likelihood['points']} real points ({exact}): NLL{bound} {likelihood['nll']:.3f} nats, "
+              f"data entropy {likelihood['entropy']:.3f}, KL{bound} {likelihood['kl']:.3f} +- {likelihood['kl_stderr']:.3f}")
+    else:
+        print(f"likelihood: none ({note})")
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
         plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj)

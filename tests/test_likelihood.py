@@ -1,13 +1,14 @@
 """The spiral's likelihoods in nats against closed forms: the data's own density against an independent integral
 and its normalisation, a flow model's exact log-likelihood for Gaussian data and its normalisation for a
 nonlinear velocity, DDPM's variational bound for Gaussian data term by term, and the KL of a trained flow model."""
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import gaussian_predictor, gaussian_velocity, import_script, reference_schedule
+from helpers import TINY, gaussian_predictor, gaussian_velocity, import_script, reference_schedule, run_main
 
 spiral = import_script("diffusion_spiral")
 
@@ -168,3 +169,30 @@ def test_bound_of_the_exact_predictor_matches_its_closed_form(timesteps, kind):
     bound = spiral.nll_bound(eps_model, x0, schedule, draws=4, generator=gen(2))
     torch.testing.assert_close(bound, terms.sum(0))
     assert expected.sum() > 2 * math.log(2 * math.pi * math.e * s ** 2) / 2
+
+
+# -----------------------------------------------------------------------------
+# Every run reports it
+
+
+@pytest.mark.parametrize("objective, method, words", [("flow", "ode", "exact, by the ODE"), ("eps", "elbo", "at most")])
+def test_every_run_reports_its_likelihood(objective, method, words, tmp_path):
+    """metrics.json: the model's NLL of 1,000 fresh real points, the data's entropy on the same points and their
+    difference, the KL, with its standard error; printed with the quality numbers, labelled exact or a bound."""
+    run = run_main(spiral, *TINY, "--objective", objective, "--no-plots", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    lik = json.loads((tmp_path / "metrics.json").read_text())["likelihood"]
+    assert lik["method"] == method and lik["points"] == 1000
+    assert lik["kl"] == pytest.approx(lik["nll"] - lik["entropy"], abs=1e-9)
+    assert lik["entropy"] == pytest.approx(-0.632, abs=5 * 0.65 / math.sqrt(1000))     # the jitter's 0.01
+    assert lik["kl_stderr"] > 0 and lik["kl"] > -3 * lik["kl_stderr"]            # a tiny budget: far from 0
+    assert words in run.stdout and "KL" in run.stdout
+
+
+def test_without_jitter_no_likelihood_is_reported(tmp_path):
+    """--noise 0: the data lie on a curve and have no density, so no KL: null in metrics.json, a note saying why."""
+    run = run_main(spiral, *TINY, "--noise", "0", "--no-plots", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["likelihood"] is None and "curve" in metrics["likelihood_note"]
+    assert "likelihood: none" in run.stdout
