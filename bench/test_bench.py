@@ -12,6 +12,7 @@ TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the pe
 NUM_SAMPLES = 1000    # batch of the sampling loops
 FEW_STEPS = 20       # DDIM, DPM-Solver and Euler steps
 REFLOW_PAIRS = 1000  # pairs of the reflow benchmark (the scripts' default draws 20,000)
+LIKELIHOOD_POINTS = 1000
 
 
 @pytest.mark.parametrize("objective", ["eps", "flow"], indirect=True)
@@ -93,3 +94,14 @@ def test_one_step_sample(benchmark, script, kind, device, trained, objective):
     benchmark.group = f"{script.__name__} {kind} sample euler 1 step ({NUM_SAMPLES} samples)"
     benchmark.pedantic(timed(lambda: script.sample(model, NUM_SAMPLES, schedule, "euler", 1, gen), device),
                        rounds=5, warmup_rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("script", ["diffusion_spiral"], indirect=True)
+@pytest.mark.parametrize("objective", ["flow"], indirect=True)
+def test_log_likelihood(benchmark, script, kind, device, trained, objective):
+    """The spiral's exact log-likelihood of LIKELIHOOD_POINTS real points under a flow model: the ODE from the data
+    to the noise, its default 100 midpoint steps, each with the exact divergence (two backward passes)."""
+    cfg, schedule, model = trained
+    x = script.make_data(LIKELIHOOD_POINTS, torch.Generator().manual_seed(0)).to(device)
+    benchmark.group = f"{script.__name__} {kind} log_likelihood ({LIKELIHOOD_POINTS} points, 100 midpoint steps)"
+    benchmark.pedantic(timed(lambda: script.log_likelihood(model, x), device), rounds=3, warmup_rounds=1, iterations=1)
