@@ -73,7 +73,7 @@ class Config:
     reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
                         "so that 1 or 2 euler steps draw the data (rectified flow)")
     reflow_pairs: int = knob(20_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
-    reflow_steps: int = knob(3000, "optimizer steps of --reflow on its pairs, from the trained weights")
+    reflow_steps: int = knob(2000, "optimizer steps of --reflow on its pairs, from the trained weights")
     eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's",
                      min=0, max=1)
     clip: float = knob(2.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the spiral lies within 2.1")
