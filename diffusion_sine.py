@@ -555,6 +555,16 @@ def reflow_pairs(model, n, device, generator=None, steps=10):
     *_, x0 = midpoint(model, x1, steps)                                           # the last step: s = 0
     return x0, x1
 
+def reflow(model, cfg, device, generator=None):
+    """Reflow itself: cfg.reflow_pairs pairs from the model's own ODE, then cfg.reflow_steps more steps of train()
+    on them, from the trained weights (afresh did worse), each pair's noise in the flow loss. Returns their losses.
+    A conditional model's pairs keep the label f they were drawn with, and train with the label dropping."""
+    freq = F_MIN + (F_MAX - F_MIN) * torch.rand(cfg.reflow_pairs, generator=generator, device=device)  # (n,) f
+    teacher = guided(model.eval(), freq, 1.0) if cfg.condition else model.eval()
+    x0, x1 = reflow_pairs(teacher, cfg.reflow_pairs, device, generator)
+    return train(model, x0, None, replace(cfg, steps=cfg.reflow_steps), generator,
+                 labels=freq if cfg.condition else None, noise=x1)
+
 
 # %% Evaluation: is each sample a clean sine (shape), and do the samples vary like real waves (coverage)?
 
@@ -684,12 +694,7 @@ def run(cfg):
     if cfg.reflow:
         base = copy.deepcopy(model).eval()                              # the flow model before, for the figure
         start = time.perf_counter()
-        freq = F_MIN + (F_MAX - F_MIN) * torch.rand(cfg.reflow_pairs, generator=reflow_gen, device=device)
-        teacher = guided(model.eval(), freq, 1.0) if cfg.condition else model.eval()   # each pair keeps its f
-        x0, x1 = reflow_pairs(teacher, cfg.reflow_pairs, device, reflow_gen)
-        more = train(model, x0, schedule, replace(cfg, steps=cfg.reflow_steps), reflow_gen,
-                     labels=freq if cfg.condition else None, noise=x1).cpu()
-        losses = torch.cat([losses, more])
+        losses = torch.cat([losses, reflow(model, cfg, device, reflow_gen).cpu()])
         reflow_time = time.perf_counter() - start
         reflowed += 1
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, reflowed)

@@ -440,6 +440,12 @@ def reflow_pairs(model, n, device, generator=None, steps=10):
     *_, x0 = midpoint(model, x1, steps)                                           # the last step: s = 0
     return x0, x1
 
+def reflow(model, cfg, device, generator=None):
+    """Reflow itself: cfg.reflow_pairs pairs from the model's own ODE, then cfg.reflow_steps more steps of train()
+    on them, from the trained weights (afresh did worse), each pair's noise in the flow loss. Returns their losses."""
+    x0, x1 = reflow_pairs(model.eval(), cfg.reflow_pairs, device, generator)
+    return train(model, x0, None, replace(cfg, steps=cfg.reflow_steps), generator, noise=x1)
+
 
 # %% Evaluation: how close are generated points to the spiral, and do they cover all of it?
 
@@ -624,9 +630,7 @@ def run(cfg):
     if cfg.reflow:
         base = copy.deepcopy(model).eval()                              # the flow model before, for the figure
         start = time.perf_counter()
-        x0, x1 = reflow_pairs(model.eval(), cfg.reflow_pairs, device, reflow_gen)
-        more = train(model, x0, schedule, replace(cfg, steps=cfg.reflow_steps), reflow_gen, noise=x1).cpu()
-        losses = torch.cat([losses, more])
+        losses = torch.cat([losses, reflow(model, cfg, device, reflow_gen).cpu()])
         reflow_time = time.perf_counter() - start
         reflowed += 1
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, reflowed)
