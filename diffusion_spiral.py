@@ -651,8 +651,8 @@ def run(cfg):
     quality = evaluate(scored, eval_gen, cfg.noise)
     real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen, cfg.noise)
     likelihood, note = None, "--noise 0: the data lie on a curve, with no density in the plane to compare against"
-    if cfg.noise > 0:                                                   # as many real points as samples, at
-        points = make_data(min(cfg.num_samples, 1000), eval_gen, cfg.noise).to(device)   # most 1,000: KL +- 0.02
+    if cfg.noise > 0:                                        # as many real points as samples, 100 to 1,000
+        points = make_data(min(max(cfg.num_samples, 100), 1000), eval_gen, cfg.noise).to(device)   # (KL +- 0.02)
         likelihood, note = kl_to_data(model, points, schedule, cfg.objective, cfg.noise, bound_gen), None
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
