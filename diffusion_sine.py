@@ -207,7 +207,7 @@ class Preconditioning(nn.Module):
     (Salimans & Ho 2022, arXiv:2202.00512): out's target is -v, v = sqrt(abar) eps - sqrt(1 - abar) x0; with
     the data's sd it is the c_skip / c_out of Karras et al. 2022 (EDM eq. 7), written for eps. Only the output
     is scaled: no input scaling, and the loss stays DDPM's eps MSE. Why: x0 = y - r eps, so an error in a raw
-    network's eps is r_t times larger in x0, and r_t reaches thousands near t = T-1 (measured in the README:
+    network's eps is r_t times larger in x0, and r_t reaches thousands near t = T-1 (measured in RESULTS.md:
     without it the waves come out too small)."""
 
     def __init__(self, schedule, sd=math.sqrt(0.5)):
@@ -310,7 +310,7 @@ class UNet(nn.Module):
 def build_model(kind, cfg, schedule):
     """The network of cfg. eps: preconditioned for this schedule, its time input a step t of T. flow: its time
     input s in [0, 1], a time scale of 1 (s too is embedded as a step of 0..1000), and no preconditioning: the
-    velocity eps - x0 has the same variance, 1 + Var(x0), at every s (the README measures it anyway)."""
+    velocity eps - x0 has the same variance, 1 + Var(x0), at every s (RESULTS.md measures it anyway)."""
     if cfg.objective == "flow":
         precond, timesteps = (lambda out, x, s: out), 1
     else:
@@ -475,7 +475,7 @@ def guided(model, freq, w):
     """Classifier-free guidance as a predictor sample() takes: (x_t, t) -> eps for waves of frequency freq
     (n,). eps = eps(x_t, t) + w (eps(x_t, t, f) - eps(x_t, t))   (Ho & Salimans 2022, eq. 6 with w = 1 + theirs):
     w = 0 ignores f, w = 1 is the plain conditional model, w > 1 pushes further away from the unconditional
-    prediction, towards what makes f likely (the README measures w). A flow model's velocities mix the same way:
+    prediction, towards what makes f likely (RESULTS.md measures w). A flow model's velocities mix the same way:
     like eps, v is affine in the score, with coefficients that depend on s alone."""
     if w == 1:
         return lambda x, t: model(x, t, freq)                     # one network call per step
@@ -502,7 +502,7 @@ def conditional_predictor(model, n, frequency, w, generator=None):
 def flow_loss(model, x0, generator=None, freq=None, label_drop=0.0, noise=None):
     """s = sigmoid(z), z ~ N(0, 1), eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2 (labels: diffusion_loss).
     This logit-normal s (Esser et al. 2024) visits the middle of the path more, and its ends less, than uniform s
-    does; here it made cleaner waves (measured in the README).
+    does; here it made cleaner waves (measured in RESULTS.md).
     Reflow (below) passes each pair's own noise, and draws s uniform: one Euler step uses v at s = 1 alone."""
     if noise is None:
         s = torch.sigmoid(torch.randn(x0.shape[0], generator=generator, device=x0.device))  # (B,) in (0, 1)
@@ -550,7 +550,7 @@ def midpoint(model, x, steps):
 @torch.no_grad()
 def reflow_pairs(model, n, device, generator=None, steps=10):
     """n pairs (x_0, x_1): noise x_1 ~ N(0, I) and where the model's ODE carries it, in `steps` midpoint steps, 20
-    network calls (twice as many made a somewhat better reflowed model at twice the cost: measured in the README)."""
+    network calls (twice as many made a somewhat better reflowed model at twice the cost: measured in RESULTS.md)."""
     x1 = torch.randn((n,) + SHAPE, generator=generator, device=device)           # (n, 64) the noise of each pair
     *_, x0 = midpoint(model, x1, steps)                                           # the last step: s = 0
     return x0, x1

@@ -388,7 +388,7 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
 def flow_loss(model, x0, generator=None, noise=None):
     """s ~ 3 (1 - s)^2 on [0, 1], eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2. This density weighs each s
     as an eps loss would (eps = x_s + (1 - s) v: an error in v costs (1 - s)^2 as much in eps); uniform s and the
-    logit-normal s of Esser et al. 2024 spend more on noisier s and blur the thin spiral (measured in the README).
+    logit-normal s of Esser et al. 2024 spend more on noisier s and blur the thin spiral (measured in RESULTS.md).
     Reflow (below) passes each pair's own noise, and draws s uniform: one Euler step uses v at s = 1 alone."""
     u = torch.rand(x0.shape[0], generator=generator, device=x0.device)               # (B,) u ~ U[0, 1)
     s = 1 - (1 - u) ** (1 / 3) if noise is None else u                                # inverse CDF: s ~ 3 (1 - s)^2
@@ -435,7 +435,7 @@ def midpoint(model, x, steps):
 @torch.no_grad()
 def reflow_pairs(model, n, device, generator=None, steps=10):
     """n pairs (x_0, x_1): noise x_1 ~ N(0, I) and where the model's ODE carries it, in `steps` midpoint steps, 20
-    network calls (twice as many made a somewhat better reflowed model at twice the cost: measured in the README)."""
+    network calls (twice as many made a somewhat better reflowed model at twice the cost: measured in RESULTS.md)."""
     x1 = torch.randn((n,) + SHAPE, generator=generator, device=device)           # (n, 2) the noise of each pair
     *_, x0 = midpoint(model, x1, steps)                                           # the last step: s = 0
     return x0, x1
