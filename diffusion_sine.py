@@ -557,7 +557,7 @@ def reflow_pairs(model, n, device, generator=None, steps=10):
 
 def reflow(model, cfg, device, generator=None):
     """Reflow itself: cfg.reflow_pairs pairs from the model's own ODE, then cfg.reflow_steps more steps of train()
-    on them, from the trained weights (afresh did worse), each pair's noise in the flow loss. Returns their losses.
+    on them, from the trained weights (afresh did worse: RESULTS.md), each pair's noise in the flow loss. Their losses.
     A conditional model's pairs keep the label f they were drawn with, and train with the label dropping."""
     freq = F_MIN + (F_MAX - F_MIN) * torch.rand(cfg.reflow_pairs, generator=generator, device=device)  # (n,) f
     teacher = guided(model.eval(), freq, 1.0) if cfg.condition else model.eval()
@@ -704,7 +704,8 @@ def run(cfg):
     asked = f" at frequency {cfg.frequency}, guidance {cfg.guidance}" if cfg.frequency else ""
     print(f"sampling {cfg.num_samples} with {cfg.sampler}{asked} ...")
     start = time.perf_counter()
-    traj = []                                                           # x after every step: straightness, figures
+    paths = cfg.plots or cfg.objective == "flow"                        # keep x after every step (a copy to the
+    traj = [] if paths else None                                        # host each): figures, flow's straightness
     net, labels = model, None                                           # (x_t, t) -> eps, what sample() calls
     if cfg.condition:
         net, labels = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen)
@@ -724,7 +725,7 @@ def run(cfg):
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective,
                    frequency=cfg.frequency or None, guidance=cfg.guidance if cfg.frequency else None,
-                   eta=cfg.eta, straightness=straightness(traj), reflowed=reflowed, reflow_seconds=reflow_time)
+                   eta=cfg.eta, straightness=straightness(traj) if paths else None, reflowed=reflowed, reflow_seconds=reflow_time)
     print(f"quality{'generated':>27}   real data")
     for key in quality:
         print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
@@ -794,7 +795,8 @@ def check_memory(cfg, model, device):
     model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
-    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data                    # x after every step
+    paths = cfg.plots or cfg.objective == "flow"                                 # x after every step is kept
+    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if paths else 0
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
                           ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow else 0, layers + 3 * data)]:

@@ -442,7 +442,7 @@ def reflow_pairs(model, n, device, generator=None, steps=10):
 
 def reflow(model, cfg, device, generator=None):
     """Reflow itself: cfg.reflow_pairs pairs from the model's own ODE, then cfg.reflow_steps more steps of train()
-    on them, from the trained weights (afresh did worse), each pair's noise in the flow loss. Returns their losses."""
+    on them, from the trained weights (afresh did worse: RESULTS.md), each pair's noise in the flow loss. Their losses."""
     x0, x1 = reflow_pairs(model.eval(), cfg.reflow_pairs, device, generator)
     return train(model, x0, None, replace(cfg, steps=cfg.reflow_steps), generator, noise=x1)
 
@@ -512,7 +512,7 @@ def log_likelihood(model, x, steps=100):
     velocity changes at every s, so the steps shrink towards s = 0 and yet stay short all the way to s = 1."""
     s = [(i / steps) ** 2 for i in range(steps + 1)]                     # s_0 = 0 (data) .. s_K = 1 (noise)
     at = lambda s_i: torch.full((len(x),), s_i, device=x.device)          # (n,) the model's time input
-    x, log_det = x.float(), torch.zeros(len(x), dtype=torch.float64)     # log_det: int_0^s div v ds', float64
+    x, divs = x.float(), []                                              # div v at each step's midpoint
     for i in range(steps):
         h = s[i + 1] - s[i]
         x_mid = (x + h / 2 * model(x, at(s[i]))).requires_grad_(True)     # half an Euler step
@@ -522,7 +522,9 @@ def log_likelihood(model, x, steps=100):
             # so the gradient of v_j summed over the rows is each row's own
             div = sum(torch.autograd.grad(v[:, j].sum(), x_mid, retain_graph=True)[0][:, j] for j in range(2))
         x = x + h * v.detach()
-        log_det += h * div.cpu().double()
+        divs.append(div)                                                   # kept on the device: no sync a step
+    hs = torch.tensor(s, dtype=torch.float64).diff()                     # (K,) the steps h in s
+    log_det = (hs[:, None] * torch.stack(divs).cpu().double()).sum(0)    # int_0^1 div v ds, float64: (K, n) -> (n,)
     x = x.cpu().double()
     return log_det - x.pow(2).sum(1) / 2 - math.log(2 * math.pi)         # log N(x_1; 0, I) in 2-D, + log_det
 
@@ -544,11 +546,13 @@ def nll_bound(model, x0, schedule, draws=2, generator=None, terms=False):
     weight = beta ** 2 / (2 * sigma2 * alpha * one_minus_abar)            # (T,)
     T, n, d = len(beta), len(x0), x0.shape[1]
     x0 = x0.repeat(draws, 1)                                             # (draws n, 2): each point `draws` times
-    L = torch.zeros(T + 1, len(x0), dtype=torch.float64)
+    errors = []                                                          # eps - eps_theta at each t, on the device
     for t in range(T):
         step = torch.full((len(x0),), t, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device)
-        L[t] = weight[t] * (eps - model(q_sample(x0, step, eps, schedule), step)).cpu().double().pow(2).sum(1)
+        errors.append(eps - model(q_sample(x0, step, eps, schedule), step))
+    L = torch.zeros(T + 1, len(x0), dtype=torch.float64)
+    L[:T] = weight[:, None] * torch.stack(errors).cpu().double().pow(2).sum(2)   # (T, draws n, 2) -> (T, draws n)
     L[0] += d / 2 * math.log(2 * math.pi * beta[0])
     # KL(N(sqrt(abar) x0, (1 - abar) I) || N(0, I)) = (abar |x0|^2 + d (1 - abar) - d - d log(1 - abar)) / 2
     L[T] = (abar[-1] * x0.cpu().double().pow(2).sum(1) - d * abar[-1] - d * torch.log(1 - abar[-1])) / 2
@@ -639,7 +643,8 @@ def run(cfg):
     model.eval()
     print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
     start = time.perf_counter()
-    traj = []                                                           # x after every step: straightness, figures
+    paths = cfg.plots or cfg.objective == "flow"                        # keep x after every step (a copy to the
+    traj = [] if paths else None                                        # host each): figures, flow's straightness
     samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
@@ -657,7 +662,7 @@ def run(cfg):
     metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
                    steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective,
-                   eta=cfg.eta, straightness=straightness(traj), reflowed=reflowed, reflow_seconds=reflow_time,
+                   eta=cfg.eta, straightness=straightness(traj) if paths else None, reflowed=reflowed, reflow_seconds=reflow_time,
                    likelihood=likelihood, likelihood_note=note)
     print(f"quality{'generated':>27}   real data")
     for key in quality:
@@ -724,7 +729,8 @@ def check_memory(cfg, model, device):
     model(torch.zeros((1,) + SHAPE, device=device), torch.zeros(1, dtype=torch.long, device=device))
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
-    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data                    # x after every step
+    paths = cfg.plots or cfg.objective == "flow"                                 # x after every step is kept
+    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if paths else 0
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
                           ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow else 0, layers + 3 * data)]:

@@ -11,7 +11,7 @@ from timing import loop_efficiency, timed
 TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
 NUM_SAMPLES = 1000    # batch of the sampling loops
 FEW_STEPS = 20       # DDIM, DPM-Solver and Euler steps
-REFLOW_PAIRS = 1000  # pairs of the reflow benchmark (the scripts' default draws 20,000)
+REFLOW_PAIRS = 1000  # pairs of the reflow benchmark (the defaults: spiral 20,000, sine 10,000)
 LIKELIHOOD_POINTS = 1000
 
 

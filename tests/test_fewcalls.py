@@ -7,13 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import (TINY, assert_mean_std, data_shape, dirac_velocity, flow_eta_recursion, flow_grid,
-                     gaussian_velocity, n_for, run_main)
-
-
-def schedule(script):
-    """sample() reads only the device from the schedule on the flow path; a default one stands in."""
-    return script.make_schedule(10)
+from helpers import (TINY, assert_mean_std, data_shape, dirac_velocity, flow_eta_recursion, flow_grid, flow_schedule,
+                     gaussian_velocity, n_for, nonlinear_velocity, run_main)
 
 
 # -----------------------------------------------------------------------------
@@ -38,7 +33,7 @@ def test_gaussian_data_with_eta_matches_the_exact_recursion(script, steps, eta):
     Gaussian with the recursion's mean and spread. At eta = 0 and 1 the spreads differ by 7-10 % (the variances by
     13-20 %), far beyond the 5 standard errors allowed: a sampler that ignored eta fails one of the two."""
     m, sd = flow_eta_recursion(0.5, 0.2, flow_grid(steps), eta)
-    out = script.sample(gaussian_velocity(0.5, 0.2), n_for(script, 400_000), schedule(script), "euler", steps,
+    out = script.sample(gaussian_velocity(0.5, 0.2), n_for(script, 400_000), flow_schedule(script), "euler", steps,
                         torch.Generator().manual_seed(8), eta=eta, shape=data_shape(script))
     assert_mean_std(out, m, sd)
 
@@ -50,13 +45,9 @@ def test_single_point_comes_back_at_any_eta(script, steps, eta):
     on it, however much noise the steps before added."""
     g = torch.Generator().manual_seed(1)
     x0 = script.make_data(1, g)[0]
-    out = script.sample(dirac_velocity(x0), 128, schedule(script), "euler", steps, g, eta=eta, shape=tuple(x0.shape))
+    out = script.sample(dirac_velocity(x0), 128, flow_schedule(script), "euler", steps, g, eta=eta,
+                        shape=tuple(x0.shape))
     assert (out - x0).abs().max().item() < 1e-5
-
-
-def nonlinear_velocity(x, s):
-    s = s.view((-1,) + (1,) * (x.dim() - 1))
-    return torch.tanh(2 * x) * (1 + s) - torch.sin(3 * x) * s + 0.3
 
 
 def test_eta_zero_is_plain_euler_bit_for_bit(script):
@@ -64,7 +55,7 @@ def test_eta_zero_is_plain_euler_bit_for_bit(script):
     unchanged), and draws no noise: the generator is left where the start x_1 left it."""
     K, n, shape = 9, 32, data_shape(script)
     g = torch.Generator().manual_seed(3)
-    out = script.sample(nonlinear_velocity, n, schedule(script), "euler", K, g, eta=0.0, shape=shape)
+    out = script.sample(nonlinear_velocity, n, flow_schedule(script), "euler", K, g, eta=0.0, shape=shape)
     ref_g = torch.Generator().manual_seed(3)
     x = torch.randn((n,) + shape, generator=ref_g)
     s = torch.linspace(1, 0, K + 1)
@@ -72,7 +63,7 @@ def test_eta_zero_is_plain_euler_bit_for_bit(script):
         x = x + (s[i + 1] - s[i]) * nonlinear_velocity(x, s[i].expand(n))
     assert torch.equal(out, x)
     assert torch.equal(g.get_state(), ref_g.get_state())
-    noisy = script.sample(nonlinear_velocity, n, schedule(script), "euler", K, torch.Generator().manual_seed(3),
+    noisy = script.sample(nonlinear_velocity, n, flow_schedule(script), "euler", K, torch.Generator().manual_seed(3),
                           eta=1.0, shape=shape)
     assert (noisy - out).abs().max() > 1e-2, "eta = 1 added no noise"
 

@@ -9,14 +9,10 @@ import pytest
 import torch
 
 from helpers import (TINY, assert_mean_std, assert_one_line_error, data_shape, dirac_velocity, flow_grid,
-                     flow_recursion, gaussian_velocity, gaussian_velocity_affine, n_for, run_main)
+                     flow_recursion, flow_schedule, gaussian_velocity, gaussian_velocity_affine, n_for,
+                     nonlinear_velocity, run_main)
 
 FLOW_SAMPLERS = [("euler", 1), ("midpoint", 2)]           # (sampler, network calls a step)
-
-
-def schedule(script):
-    """sample() reads only the device from the schedule on the flow path; a default one stands in."""
-    return script.make_schedule(10)
 
 
 # -----------------------------------------------------------------------------
@@ -31,7 +27,7 @@ def test_single_point_comes_back_exactly(script, sampler, calls, steps):
     for seed in [0, 1]:
         g = torch.Generator().manual_seed(seed)
         x0 = script.make_data(1, g)[0]
-        out = script.sample(dirac_velocity(x0), 128, schedule(script), sampler, steps, g, shape=tuple(x0.shape))
+        out = script.sample(dirac_velocity(x0), 128, flow_schedule(script), sampler, steps, g, shape=tuple(x0.shape))
         err = (out - x0).abs().max().item()
         assert out.shape == (128,) + tuple(x0.shape) and err < 1e-5, f"seed {seed}: max |x - x0*| = {err:.2e}"
 
@@ -53,14 +49,14 @@ def test_gaussian_data_matches_the_exact_recursion(script, sampler, steps):
     """Data N(mu, S^2): the exact velocity is affine in x, so the K-step output is exactly Gaussian with the mean
     and spread of the sampler's float64 recursion (few steps shrink the spread: not N(mu, S^2))."""
     m, v = flow_recursion(gaussian_velocity_affine(0.5, 0.2), flow_grid(steps), sampler)
-    out = script.sample(gaussian_velocity(0.5, 0.2), n_for(script, 400_000), schedule(script), sampler, steps,
+    out = script.sample(gaussian_velocity(0.5, 0.2), n_for(script, 400_000), flow_schedule(script), sampler, steps,
                         torch.Generator().manual_seed(4), shape=data_shape(script))
     assert_mean_std(out, m, v)
 
 
 def test_one_euler_step_returns_the_posterior_mean(script):
     """K = 1: x_0 = x_1 - v*(x_1, 1) = E[x0 | x_1] = mu for every start: no spread at all."""
-    out = script.sample(gaussian_velocity(0.5, 0.2), 256, schedule(script), "euler", 1,
+    out = script.sample(gaussian_velocity(0.5, 0.2), 256, flow_schedule(script), "euler", 1,
                         torch.Generator().manual_seed(2), shape=data_shape(script))
     torch.testing.assert_close(out, torch.full_like(out, 0.5), rtol=0, atol=1e-6)
 
@@ -75,19 +71,13 @@ def test_gaussian_data_is_reached_as_steps_grow(script):
         assert all(a < b < 0.2 for a, b in zip(sds, sds[1:])) and sds[-1] > 0.199, (sampler, sds)
     gap = lambda name, k: 0.2 - flow_recursion(affine, flow_grid(k), name)[1]
     assert gap("midpoint", 10) < gap("euler", 20) / 10, "second order: far closer at the same network calls"
-    out = script.sample(gaussian_velocity(0.5, 0.2), n_for(script, 400_000), schedule(script), "midpoint", 20,
+    out = script.sample(gaussian_velocity(0.5, 0.2), n_for(script, 400_000), flow_schedule(script), "midpoint", 20,
                         torch.Generator().manual_seed(6), shape=data_shape(script))
     assert_mean_std(out, 0.5, 0.2)
 
 
 # -----------------------------------------------------------------------------
 # Euler is DDIM on the straight path
-
-
-def nonlinear_velocity(x, s):
-    """Any velocity field will do, as long as it is not affine in x: the identity must hold for every model."""
-    s = s.view((-1,) + (1,) * (x.dim() - 1))
-    return torch.tanh(2 * x) * (1 + s) - torch.sin(3 * x) * s + 0.3
 
 
 def test_euler_is_ddim_on_the_straight_path(script):
@@ -101,7 +91,7 @@ def test_euler_is_ddim_on_the_straight_path(script):
     c = lambda si: math.sqrt((1 - si) ** 2 + si ** 2)
     shape = data_shape(script)
     traj = []
-    script.sample(nonlinear_velocity, n, schedule(script), "euler", K, torch.Generator().manual_seed(5),
+    script.sample(nonlinear_velocity, n, flow_schedule(script), "euler", K, torch.Generator().manual_seed(5),
                   shape=shape, trajectory=traj)
     x1 = traj[0]                                                     # the start the sampler drew, x_1
     x = x1 + (s[1] - s[0]) * nonlinear_velocity(x1, torch.ones(n))   # the first Euler step, by hand
@@ -134,7 +124,7 @@ def test_network_calls_and_their_times(script, sampler, calls, steps):
     def model(x, s):
         seen.append(s.clone())
         return torch.zeros_like(x)
-    script.sample(model, 4, schedule(script), sampler, steps, torch.Generator().manual_seed(0))
+    script.sample(model, 4, flow_schedule(script), sampler, steps, torch.Generator().manual_seed(0))
     assert len(seen) == calls * steps
     assert all(s.shape == (4,) and s.is_floating_point() and (s == s[0]).all() for s in seen)
     times = np.array([float(s[0]) for s in seen])
