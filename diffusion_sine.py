@@ -1,34 +1,38 @@
-"""Denoising diffusion (DDPM) from scratch on 1-D sine waves of length 64.
+"""Denoising diffusion (DDPM) from scratch on 1-D sine waves of length 64, then where the field went next.
 
-What it teaches: how a diffusion model turns Gaussian noise into data. Noise is added to a sine wave step
-by step (the forward process), a network learns to predict that noise (the training loss), and running the
-steps backwards from pure noise draws new waves (the reverse process, DDPM or DDIM). Each wave is one
-64-dimensional data point; the model must learn that nearby samples move together. Both networks
-return the predicted noise, as DDPM's math expects, but compute it from a unit-scale output
-(preconditioning), which keeps the generated waves from coming out too small. Then it asks for a
-frequency: the network also learns the wave's frequency as a condition, and classifier-free guidance
-steers sampling towards the one you ask for, the idea behind a text prompt in an image generator.
-Flow matching trains the same networks on straight paths instead and samples with Euler steps; fresh
-noise in those steps (--eta) and reflow (--reflow: retrain on the model's own pairs) take fewer calls.
+The core, first and whole: noise is added to a sine wave step by step (the forward process), a network learns
+to predict that noise (the training loss), and running the steps backwards from pure noise draws new waves (the
+reverse process). Each wave is one 64-dimensional data point; the model must learn that nearby samples move
+together. Both networks return the predicted noise, as DDPM's math expects, but compute it from a unit-scale
+output (preconditioning), which keeps the generated waves from coming out too small. The core ends with
+ddpm_lesson(): train, sample, show. A teacher can cut the file at the line "# %% Beyond the core" and hand out
+a DDPM that runs.
 
-Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling, flow
-matching, reflow, evaluation. Below the ruler "Running the lesson" come the command line, files and figures.
+Then optional chapters, each using only what is above it: faster samplers (DDIM, DPM-Solver++); asking for a
+frequency (the network also learns each wave's frequency, and classifier-free guidance steers sampling towards
+the one you ask for, the idea behind a text prompt in an image generator); flow matching (straight paths, Euler
+steps); fewer network calls (fresh noise, reflow, distillation); evaluation. Below the ruler "Running the
+lesson": the command line, files and figures.
 
 Run it:
     python diffusion_sine.py                        # residual MLP, about a minute on a laptop CPU
     python diffusion_sine.py --model unet           # 1-D convolutional U-Net, cleaner waves
     python diffusion_sine.py --objective flow       # flow matching
-    python diffusion_sine.py --model unet --objective flow --reflow --sample-steps 2   # two network calls
+    python diffusion_sine.py --model unet --objective flow --reflow --distill --sample-steps 1   # one network call
     python diffusion_sine.py --load outputs/diffusion_sine/model.pt --sampler ddim --sample-steps 20
     python diffusion_sine.py --load outputs/diffusion_sine/model.pt --frequency 2.5   # waves of frequency 2.5
-In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]).
+In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]); the core
+alone runs with ddpm_lesson().
 
 References:
     DDPM: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models", arXiv:2006.11239
-    DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502
     Cosine schedule: Nichol, Dhariwal 2021, "Improved DDPM", arXiv:2102.09672
     U-Net: Ronneberger, Fischer, Brox 2015, arXiv:1505.04597 (with GroupNorm residual blocks as in DDPM)
     Preconditioning: Karras, Aittala, Aila, Laine 2022, "Elucidating the Design Space", arXiv:2206.00364
+    Scores: Vincent 2011, "A Connection Between Score Matching and Denoising Autoencoders"; Song, Ermon 2019,
+        arXiv:1907.05600; Song et al. 2021, "Score-Based Generative Modeling through SDEs", arXiv:2011.13456;
+        Tweedie's formula: Efron 2011, "Tweedie's Formula and Selection Bias"
+    DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502
     DPM-Solver++: Lu, Zhou, Bao, Chen, Li, Zhu 2022, arXiv:2211.01095
     Classifier-free guidance: Ho, Salimans 2022, arXiv:2207.12598
     Flow matching: Lipman et al. 2023, arXiv:2210.02747; rectified flow: Liu et al. 2023, arXiv:2209.03003
@@ -50,7 +54,16 @@ import torch.nn.functional as F
 
 # %% Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
 # --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
-# is the default when --model unet is chosen.
+# is the default when --model unet is chosen. The core reads the first group only.
+
+def knob(default, help, **flag):
+    return field(default=default, metadata=dict(help=help, **flag))
+
+SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
+
+# %% Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
+# --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
+# is the default when --model unet is chosen. The core reads the first group only.
 
 def knob(default, help, **flag):
     return field(default=default, metadata=dict(help=help, **flag))
@@ -60,41 +73,46 @@ SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what
 @dataclass
 class Config:
     model: str = knob("mlp", "the network, predicting the noise (or for flow, the velocity)", choices=("mlp", "unet"))
-    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
-                       choices=("auto", "cpu", "cuda", "mps"))
     steps: int = knob(3000, "optimizer steps", unet=2000)
     batch_size: int = knob(256, "waves per step", unet=128)
-    lr: float = knob(4e-3, "peak learning rate of AdamW, reached after --warmup steps, then cosine decay to 0")
+    lr: float = knob(4e-3, "peak learning rate of AdamW: a linear warm-up over --warmup steps, times a cosine "
+                     "decay from step 0 to 0 at the end")
     warmup: int = knob(100, "warm-up steps, from 0 to --lr")
     timesteps: int = knob(200, "T, the number of noising steps", min=2)
     schedule: str = knob("cosine", "beta schedule: cosine gives sharper waves than linear (scaled for T)",
                          choices=("cosine", "linear"))
-    objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
-                          "path from data to noise (flow matching)", choices=("eps", "flow"))
-    sampler: str = knob("auto", "reverse process; for eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++); for "
-                        "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
-                        choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
-    sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
-    reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
-                        "so that 1 or 2 euler steps draw the data (rectified flow)")
-    reflow_pairs: int = knob(10_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
-    reflow_steps: int = knob(1000, "optimizer steps of --reflow on its pairs, from the trained weights")
-    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's",
-                     min=0, max=1)
-    clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1")
     num_samples: int = knob(512, "waves to generate and score")
     num_train: int = knob(50_000, "size of the training set (fresh random waves)")
     width: int = knob(384, "MLP width")
     blocks: int = knob(2, "MLP residual blocks")
     channels: int = knob(16, "UNet channels at length 64; 2x, 3x, 4x that at lengths 32, 16, 8")
+    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
+    log_every: int = knob(500, "print progress (and read the loss back, one sync) every so many steps")
+    # the chapters' knobs
     condition: bool = knob(True, "train with each wave's frequency as a condition (classifier-free guidance)")
     label_drop: float = knob(0.15, "share of training waves whose frequency is hidden, so the same network "
                              "also learns p(x) without it", min=0, max=1)
     frequency: float = knob(0.0, "ask for waves of this frequency, in [1, 5); 0: any frequency", min=0)
     guidance: float = knob(2.0, "guidance weight w towards --frequency: 0 ignores it, 1 plain conditional, "
                            "more steers harder", min=0)
-    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
-    log_every: int = knob(500, "print progress (and read the loss back, one sync) every so many steps")
+    objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
+                          "path from data to noise (flow matching)", choices=("eps", "flow"))
+    sampler: str = knob("auto", "reverse process; for eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++); for "
+                        "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
+                        choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
+    sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
+    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's", min=0, max=1)
+    clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1")
+    reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
+                        "so that 1 or 2 euler steps draw the data (rectified flow)")
+    reflow_pairs: int = knob(10_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
+    reflow_steps: int = knob(1000, "optimizer steps of --reflow on its pairs, from the trained weights")
+    distill: bool = knob(False, "after --reflow (or --load of a reflowed model): train one euler step from the "
+                         "noise to land on each pair's sample (then sample with --sample-steps 1)")
+    distill_steps: int = knob(2000, "optimizer steps of --distill")
+    # how the lesson is run
+    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
+                       choices=("auto", "cpu", "cuda", "mps"))
     out: str = knob(os.path.join("outputs", "diffusion_sine"), "output folder")
     load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
     plots: bool = knob(True, "draw the figures")
@@ -131,8 +149,8 @@ def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"
     """Everything the forward and reverse processes need, computed once (float64, stored float32)."""
     if kind == "linear":
         # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
-        # 1e-3..0.2 at T=100 ends at alpha_bar = 2e-5. Unscaled, 1e-4..0.02 at T=100 would leave
-        # abar_{T-1} = 0.36, so x_{T-1} would still be 60 % data, yet sampling starts from pure noise.
+        # 5e-4..0.1 at T=200 ends at alpha_bar = 3e-5. Unscaled, 1e-4..0.02 at T=200 would leave
+        # abar_{T-1} = 0.13, so x_{T-1} would still be 36 % data, yet sampling starts from pure noise.
         scale = 1000 / timesteps
         betas = torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
         betas = betas.clamp(max=0.999)         # for T <= 20 the top betas would reach 1 (abar_t = 0) or more
@@ -150,10 +168,8 @@ def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"
     schedule = dict(
         betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
         sqrt_alpha_bars=alpha_bars.sqrt(), sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
-        # posterior q(x_{t-1} | x_t, x0) = N(coef1 x0 + coef2 x_t, beta~_t)       (DDPM eqs. 6, 7)
-        posterior_mean_coef1=betas * alpha_bars_prev.sqrt() / (1 - alpha_bars),
-        posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
-        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t = 0: no noise last
+        # the variance beta~_t of the posterior q(x_{t-1} | x_t, x0)  (DDPM eq. 7); 0 at t = 0: no noise last
+        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),
     )
     return {name: value.float().to(device) for name, value in schedule.items()}
 
@@ -167,7 +183,7 @@ def q_sample(x0, t, noise, schedule):
             + schedule["sqrt_one_minus_alpha_bars"][t].view(shape) * noise)
 
 
-# %% Models: (x_t, t) -> predicted noise eps (flow matching: (x_s, s) -> velocity), both (B, 64)
+# %% Models: (x_t, t) -> predicted noise eps, both (B, 64)
 
 TIME_DIM = 64  # size of the sinusoidal step embedding
 
@@ -178,24 +194,6 @@ def timestep_embedding(t, dim, timesteps):
     freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)  # (half,)
     args = (t.float() * (1000 / timesteps))[:, None] * freqs[None]                    # (B, half)
     return torch.cat([args.sin(), args.cos()], dim=1)                                 # (B, dim)
-
-class Condition(nn.Module):
-    """The wave's frequency f as a condition, added to the time embedding: f is embedded like a step
-    (0..1000 over [1, 5)), then Linear + SiLU. A missing label (freq None, or NaN in a row: dropped in
-    training) gets a learned "no condition" vector, so one network predicts eps(x_t, t, f) and eps(x_t, t)."""
-
-    def __init__(self, d_out):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(TIME_DIM, d_out), nn.SiLU())
-        self.null = nn.Parameter(torch.zeros(d_out))
-
-    def forward(self, freq, n):
-        if freq is None:
-            return self.null.expand(n, -1)                                      # (n, d_out)
-        known = ~freq.isnan()
-        steps = (freq.nan_to_num(F_MIN) - F_MIN) * (1000 / (F_MAX - F_MIN))     # (n,) f as a step in 0..1000
-        emb = self.mlp(timestep_embedding(steps, TIME_DIM, 1000))               # (n, d_out)
-        return torch.where(known[:, None], emb, self.null)
 
 class Preconditioning(nn.Module):
     """Turns the network's output `out` into the noise prediction, so that `out` has a unit-scale target at
@@ -239,32 +237,36 @@ class MLP(nn.Module):
     """The whole wave in, the whole noise out: every layer sees all 64 samples, nothing tells it that
     neighbours are related; it has to learn that from data (compare the UNet's convolutions)."""
 
-    def __init__(self, width, blocks, precond, timesteps, condition):
+    def __init__(self, width, blocks, precond, timesteps):
         super().__init__()
         self.precond, self.timesteps = precond, timesteps
         self.time = nn.Sequential(nn.Linear(TIME_DIM, width), nn.SiLU())
-        self.cond = Condition(width) if condition else None
         self.inp = nn.Linear(LENGTH, width)
         self.blocks = nn.ModuleList([Block(width, width, width) for _ in range(blocks)])
         self.out = nn.Linear(width, LENGTH)
 
-    def forward(self, x, t, freq=None):
-        temb = self.time(timestep_embedding(t, TIME_DIM, self.timesteps))      # (B, width)
-        if self.cond is not None:
-            temb = temb + self.cond(freq, len(x))                               # the condition joins the time
+    def forward(self, x, t):
+        return self.denoise(x, t, self.time(timestep_embedding(t, TIME_DIM, self.timesteps)))   # (B, width)
+
+    def denoise(self, x, t, temb):
+        """The prediction, given the step's embedding temb, which enters every block."""
         h = self.inp(x)                                                         # (B, 64) -> (B, width)
         for block in self.blocks:
             h = block(h, temb)
         return self.precond(self.out(F.silu(h)), x, t)                          # (B, 64)
+
+def group_norm(c):
+    """GroupNorm in groups of channels (8 groups, as DDPM's 32 for its wider layers), fewer if 8 do not divide c."""
+    return nn.GroupNorm(math.gcd(8, c), c)
 
 class ConvBlock(nn.Module):
     """Residual conv block (as in DDPM's U-Net): GroupNorm, SiLU, conv; add the time; again; add the input."""
 
     def __init__(self, c_in, c_out, d_time):
         super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv1d(c_in, c_out, 3, padding=1)
+        self.norm1, self.conv1 = group_norm(c_in), nn.Conv1d(c_in, c_out, 3, padding=1)
         self.time = nn.Linear(d_time, c_out)                       # time enters every block
-        self.norm2, self.conv2 = nn.GroupNorm(8, c_out), nn.Conv1d(c_out, c_out, 3, padding=1)
+        self.norm2, self.conv2 = group_norm(c_out), nn.Conv1d(c_out, c_out, 3, padding=1)
         self.skip = nn.Identity() if c_in == c_out else nn.Conv1d(c_in, c_out, 1)
 
     def forward(self, x, temb):
@@ -276,25 +278,25 @@ class UNet(nn.Module):
     value sees more of the wave; the decoder doubles it back, and skip connections hand each scale's
     features to the decoder at the same length, so fine detail is not lost in the bottleneck."""
 
-    def __init__(self, channels, precond, timesteps, condition):
+    def __init__(self, channels, precond, timesteps):
         super().__init__()
         self.precond, self.timesteps = precond, timesteps
         cs = [channels, 2 * channels, 3 * channels, 4 * channels]           # at lengths 64, 32, 16, 8
         d = 4 * channels                                                     # width of the time embedding
         self.time = nn.Sequential(nn.Linear(TIME_DIM, d), nn.SiLU())
-        self.cond = Condition(d) if condition else None
         self.inp = nn.Conv1d(1, cs[0], 3, padding=1)
         self.down = nn.ModuleList([ConvBlock(a, a, d) for a in cs[:-1]])
         self.pool = nn.ModuleList([nn.Conv1d(a, b, 3, stride=2, padding=1) for a, b in zip(cs[:-1], cs[1:])])
         self.mid = ConvBlock(cs[-1], cs[-1], d)
         self.unpool = nn.ModuleList([nn.Conv1d(b, a, 3, padding=1) for a, b in zip(cs[:-1], cs[1:])])
         self.up = nn.ModuleList([ConvBlock(2 * a, a, d) for a in cs[:-1]])
-        self.out = nn.Sequential(nn.GroupNorm(8, cs[0]), nn.SiLU(), nn.Conv1d(cs[0], 1, 3, padding=1))
+        self.out = nn.Sequential(group_norm(cs[0]), nn.SiLU(), nn.Conv1d(cs[0], 1, 3, padding=1))
 
-    def forward(self, x, t, freq=None):
-        temb = self.time(timestep_embedding(t, TIME_DIM, self.timesteps))      # (B, 4C)
-        if self.cond is not None:
-            temb = temb + self.cond(freq, len(x))                               # the condition joins the time
+    def forward(self, x, t):
+        return self.denoise(x, t, self.time(timestep_embedding(t, TIME_DIM, self.timesteps)))   # (B, 4C)
+
+    def denoise(self, x, t, temb):
+        """The prediction, given the step's embedding temb, which enters every block."""
         h = self.inp(x[:, None])                                                # (B, 64) -> (B, 1, 64) -> (B, C, 64)
         skips = []
         for block, pool in zip(self.down, self.pool):                          # lengths 64 -> 32 -> 16 -> 8
@@ -308,17 +310,12 @@ class UNet(nn.Module):
         return self.precond(self.out(h)[:, 0], x, t)                            # (B, 1, 64) -> (B, 64)
 
 def build_model(kind, cfg, schedule):
-    """The network of cfg. eps: preconditioned for this schedule, its time input a step t of T. flow: its time
-    input s in [0, 1], a time scale of 1 (s too is embedded as a step of 0..1000), and no preconditioning: the
-    velocity eps - x0 has the same variance, 1 + Var(x0), at every s (RESULTS.md measures it anyway)."""
-    if cfg.objective == "flow":
-        precond, timesteps = (lambda out, x, s: out), 1
-    else:
-        precond, timesteps = Preconditioning(schedule), len(schedule["betas"])
+    """The network of cfg for DDPM: preconditioned for this schedule, its time input a step t of T."""
+    precond, timesteps = Preconditioning(schedule), len(schedule["betas"])
     if kind == "mlp":
-        return MLP(cfg.width, cfg.blocks, precond, timesteps, cfg.condition)
+        return MLP(cfg.width, cfg.blocks, precond, timesteps)
     if kind == "unet":
-        return UNet(cfg.channels, precond, timesteps, cfg.condition)
+        return UNet(cfg.channels, precond, timesteps)
     raise ValueError(f"unknown model {kind!r}")
 
 
@@ -327,39 +324,27 @@ def build_model(kind, cfg, schedule):
 class DivergedError(RuntimeError):
     pass
 
-def diffusion_loss(model, x0, schedule, generator=None, freq=None, label_drop=0.0):
-    """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2; with labels freq,
-    eps_theta(x_t, t, f), some f hidden (see hide_labels)."""
+def diffusion_loss(model, x0, schedule, generator=None):
+    """Algorithm 1: t ~ Uniform, eps ~ N(0, I), minimise || eps - eps_theta(x_t, t) ||^2."""
     t = torch.randint(0, len(schedule["betas"]), (x0.shape[0],), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
-    return F.mse_loss(model(q_sample(x0, t, noise, schedule), t, *hide_labels(freq, label_drop, generator)), noise)
+    return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
 
-def hide_labels(freq, label_drop, generator=None):
-    """The labels as the model's extra argument: none without labels; else each hidden (NaN) with probability
-    label_drop, so the network learns eps(x_t, t) as well as eps(x_t, t, f)   (Ho & Salimans 2022, Algorithm 1)."""
-    if freq is None:
-        return ()
-    hidden = torch.rand(freq.shape, generator=generator, device=freq.device) < label_drop  # (B,) per wave
-    return (freq.masked_fill(hidden, math.nan),)
-
-def train(model, data, schedule, cfg, generator=None, log=print, labels=None, noise=None):
-    """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf.
-    labels: each wave's frequency, for a conditional model. noise: for reflow, the noise paired with each wave."""
+def train(model, batch_loss, n, cfg, generator=None, log=print):
+    """cfg.steps steps of AdamW on batch_loss(rows), the loss on a batch of cfg.batch_size random rows of the n
+    training examples. Returns the per-step losses (a tensor on the model's device). Stops with DivergedError
+    on NaN/inf."""
     try:  # fused: the whole update in one kernel, where this torch has one for the device (CPU: torch >= 2.4)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     except RuntimeError:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     lr_at = lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps))
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    losses = torch.zeros(cfg.steps, device=data.device)       # kept on the device: no sync per step
+    device = next(model.parameters()).device
+    losses = torch.zeros(cfg.steps, device=device)            # kept on the device: no sync per step
     start = time.perf_counter()
     for i in range(cfg.steps):
-        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
-        freq = None if labels is None else labels[idx]
-        if cfg.objective == "flow":                                                       # flow matching, below
-            loss = flow_loss(model, data[idx], generator, freq, cfg.label_drop, None if noise is None else noise[idx])
-        else:
-            loss = diffusion_loss(model, data[idx], schedule, generator, freq, cfg.label_drop)
+        loss = batch_loss(torch.randint(0, n, (cfg.batch_size,), generator=generator, device=device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -375,12 +360,12 @@ def train(model, data, schedule, cfg, generator=None, log=print, labels=None, no
     return losses
 
 
-# %% Sampling: DDPM Algorithm 2, DDIM, and DPM-Solver++(2M), the second-order solver of the ODE DDIM solves
-# Each sampler is a loop of its own that yields x after every step. The step t is a Python int: indexing a
-# schedule tensor with it is a view, never a GPU -> CPU sync (.item()).
+# %% Sampling: DDPM Algorithm 2. A sampler is a loop that yields x after every step. The step t is a Python
+# int: indexing a schedule tensor with it is a view, never a GPU -> CPU sync (.item()).
 
 def ddpm(model, x, schedule, generator=None):
-    """DDPM Algorithm 2: all T steps, t = T-1 .. 0, each adding fresh noise z (with sigma = 0 at t = 0)."""
+    """DDPM Algorithm 2 from x = x_{T-1} ~ N(0, I): all T steps, t = T-1 .. 0, each adding fresh noise z (with
+    sigma = 0 at t = 0). Its mean is the posterior's, q(x_{t-1} | x_t, x0) with x0 predicted from eps (eq. 11)."""
     eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]   # beta_t / sqrt(1 - abar_t)
     sigmas = schedule["posterior_variance"].sqrt()                        # sigma_t^2 = beta~_t, 0 at t = 0
     inv_sqrt_alphas = schedule["alphas"].rsqrt()                          # 1 / sqrt(alpha_t), once
@@ -391,11 +376,53 @@ def ddpm(model, x, schedule, generator=None):
         x = inv_sqrt_alphas[t] * (x - eps_coef[t] * eps) + sigmas[t] * z
         yield x
 
+
+# %% The score: what predicting the noise learns. x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, so the loss is
+# least where eps_theta(x_t, t) is the mean of the eps that could have made x_t, and that mean is a score:
+#     eps_theta(x_t, t) = -sqrt(1 - abar_t) grad log p_t(x_t)      (Vincent 2011; Song & Ermon 2019; Song et al. 2021)
+# with p_t the density of the noisy data at step t. So -eps_theta / sqrt(1 - abar_t) points from x_t towards
+# likelier x_t, back towards the data, and each DDPM step moves along it, then adds fresh noise. Tweedie's formula
+# (Efron 2011) turns the score into the mean clean data behind x_t, what the network believes x0 to be:
+#     E[x0 | x_t] = (x_t + (1 - abar_t) grad log p_t(x_t)) / sqrt(abar_t) = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)
+
 def predict_x0(x, eps, abar, clip=None):
-    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), DDPM eq. 4 solved for x0 (DDIM eq. 12), clipped to
-    [-clip, clip] if clip is given: near t = T-1, 1/sqrt(abar_t) magnifies any error in eps a thousandfold."""
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): Tweedie's formula above, DDPM eq. 4 solved for x0
+    (DDIM eq. 12), clipped to [-clip, clip] if clip is given: near t = T-1, 1/sqrt(abar_t) magnifies any error in
+    eps a thousandfold."""
     x0_hat = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
     return x0_hat if clip is None else x0_hat.clamp(-clip, clip)
+
+
+# %% The whole lesson in one call: data, schedule, network, training, sampling, and a look at the samples
+
+def ddpm_lesson(cfg=None):
+    """Trains a DDPM with cfg's settings (Config()'s if None; no frequency condition: that is a chapter below),
+    draws cfg.num_samples waves with Algorithm 2, shows eight of them beside real ones and returns them all."""
+    cfg = cfg or Config()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(cfg.seed)                                                       # the initial weights
+    data = make_data(cfg.num_train, torch.Generator().manual_seed(cfg.seed)).to(device)
+    schedule = make_schedule(cfg.timesteps, cfg.schedule, device)
+    model = build_model(cfg.model, cfg, schedule).to(device)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 1)                           # batches, t and noise
+    train(model, lambda rows: diffusion_loss(model, data[rows], schedule, gen), len(data), cfg, gen)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 2)                           # x_{T-1} and every z
+    with torch.no_grad():
+        x = torch.randn((cfg.num_samples,) + SHAPE, generator=gen, device=device)    # x_{T-1} ~ N(0, I)
+        *_, samples = ddpm(model.eval(), x, schedule, gen)                           # the last of the T steps
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+    for ax, shown, title in zip(axes, [data[:8], samples[:8]], ["real waves", "DDPM's samples"]):
+        ax.plot(X, shown.cpu().T)                                                     # (64, 8): a line per wave
+        ax.set(title=title, xlabel="position x (radians)")
+    plt.show()
+    return samples.cpu()
+
+
+# %% Beyond the core: optional chapters. Everything above is a whole first lesson: cut the file here and
+# ddpm_lesson() runs. Each chapter below uses only what is above it.
+
+
+# %% Faster samplers: DDIM, and DPM-Solver++(2M), the second-order solver of the ODE that DDIM solves
 
 def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
     """DDIM (Song et al. 2021): K = steps of the T steps, predicting x0 and moving straight to the next one."""
@@ -417,59 +444,63 @@ def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
 def dpm_solver(model, x, schedule, steps, clip=None):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): DDIM's step (eta = 0) with a better x0_hat, one
     network call a step. Its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) and the time
-    lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_prev - lambda_i."""
+    lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next step in sampling order, ts[i + 1]
+    (the last lands on abar = 1), h_i = lambda_next - lambda_i."""
     T, K = len(schedule["betas"]), steps
     # K steps that shrink towards t = 0: t_i = round((T - K) u_i^1.5) + K - 1 - i with u_i = 1 - i/(K-1), all
-    # distinct, T-1 ... 0. The second-order step extrapolates from the step before, which needs neighbouring
-    # steps of similar length in lambda; equal steps in t end with one much longer, where it overshoots.
+    # distinct, T-1 ... 0. The second-order step extrapolates from the previous iteration's prediction, which
+    # needs neighbouring steps of similar length in lambda; equal steps in t end with one much longer, where it
+    # overshoots.
     u = torch.linspace(1, 0, K, dtype=torch.float64) ** 1.5
     ts = ((T - K) * u).round().long().add(torch.arange(K - 1, -1, -1)).tolist()
     abar = schedule["alpha_bars"][ts]
-    abar_prev = torch.cat([abar[1:], abar.new_ones(1)])                   # the last step lands on abar = 1
+    abar_next = torch.cat([abar[1:], abar.new_ones(1)])                   # where each step lands
     lam = (abar / (1 - abar)).log() / 2
     h = lam[1:] - lam[:-1]                                                # (K-1,); the last step's h is inf
     w = torch.cat([h.new_zeros(1), h[1:] / (2 * h[:-1])])                # 1 / (2 r_i), r_i = h_{i-1} / h_i
-    ratio = ((1 - abar_prev) / (1 - abar)).sqrt()                        # sigma_prev / sigma_i, 0 at the end
-    coef = abar_prev.sqrt() - ratio * abar.sqrt()                        # -alpha_prev (e^-h - 1), 1 at the end
-    last_x0_hat = None                                                    # the step before's prediction
+    ratio = ((1 - abar_next) / (1 - abar)).sqrt()                        # sigma_next / sigma_i, 0 at the end
+    coef = abar_next.sqrt() - ratio * abar.sqrt()                        # -alpha_next (e^-h - 1), 1 at the end
+    last_x0_hat = None                                                    # the previous iteration's prediction
     for i, t in enumerate(ts):
         eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
         x0_hat = predict_x0(x, eps, abar[i], clip)
-        # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) last_x0_hat: a second-order correction from the step before.
-        # First order (D = x0_hat, exactly DDIM) on the first step (no history yet) and on the last
+        # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) last_x0_hat: a second-order correction from the previous
+        # iteration. First order (D = x0_hat, exactly DDIM) on the first step (no history yet) and on the last
         # (h = inf: it lands on abar = 1 and returns x0_hat).
         D = x0_hat if last_x0_hat is None or i == K - 1 else (1 + w[i]) * x0_hat - w[i] * last_x0_hat
-        x = ratio[i] * x + coef[i] * D      # x_prev = (sigma_prev / sigma_i) x_i - alpha_prev (e^-h_i - 1) D_i
+        x = ratio[i] * x + coef[i] * D      # x_next = (sigma_next / sigma_i) x_i - alpha_next (e^-h_i - 1) D_i
         last_x0_hat = x0_hat
         yield x
 
-@torch.no_grad()
-def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
-           clip=None, trajectory=None):
-    """Draw n samples from x_{T-1} ~ N(0, I). model is any callable (x_t, t) -> predicted eps, or for euler and
-    midpoint (flow matching, below) (x_s, s) -> predicted velocity, s a float tensor (n,) in [0, 1]. DDIM and
-    DPM-Solver take `steps` of the T steps (all T if None) and clip x0_hat to [-clip, clip] if clip is given.
-    trajectory, if a list, collects x_{T-1} and x after every step (on the CPU)."""
-    K = steps or len(schedule["betas"])
-    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # x_{T-1} (flow: x_1)
-    if sampler == "ddpm":
-        loop = ddpm(model, x, schedule, generator)
-    elif sampler == "ddim":
-        loop = ddim(model, x, schedule, K, generator, eta, clip)
-    elif sampler == "dpm":
-        loop = dpm_solver(model, x, schedule, K, clip)
-    elif sampler == "euler":
-        loop = euler(model, x, K, generator, eta)
-    elif sampler == "midpoint":
-        loop = midpoint(model, x, K)
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim', 'dpm', 'euler' or 'midpoint'")
-    if trajectory is not None:
-        trajectory.append(x.cpu())
-    for x in loop:
-        if trajectory is not None:
-            trajectory.append(x.cpu())
-    return x
+
+# %% Asking for a frequency: conditioning, label dropping and classifier-free guidance (Ho & Salimans 2022)
+
+class Conditional(nn.Module):
+    """A core network (MLP or UNet) that also takes each wave's frequency f (B,), the label it learns: f is
+    embedded like a step (0..1000 over [1, 5)), then Linear + SiLU, and added to the step's embedding, so it
+    enters every block. A missing label (freq None, or NaN in a row: hidden in training) gets a learned "no
+    condition" vector instead, so one network predicts eps(x_t, t, f) and eps(x_t, t)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, d = net, net.time[0].out_features                  # d: the width of the step's embedding
+        self.mlp = nn.Sequential(nn.Linear(TIME_DIM, d), nn.SiLU())
+        self.null = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x, t, freq=None):
+        temb = self.net.time(timestep_embedding(t, TIME_DIM, self.net.timesteps))    # (B, d)
+        if freq is None:
+            return self.net.denoise(x, t, temb + self.null)
+        steps = (freq.nan_to_num(F_MIN) - F_MIN) * (1000 / (F_MAX - F_MIN))       # (B,) f as a step in 0..1000
+        emb = self.mlp(timestep_embedding(steps, TIME_DIM, 1000))                  # (B, d)
+        return self.net.denoise(x, t, temb + torch.where(freq.isnan()[:, None], self.null, emb))
+
+def with_labels(model, freq, label_drop=0.0, generator=None):
+    """model(x, t) for waves of frequencies freq (B,), each hidden (NaN) with probability label_drop, so that
+    the network learns eps(x_t, t) as well as eps(x_t, t, f)   (Ho & Salimans 2022, Algorithm 1)."""
+    hidden = torch.rand(freq.shape, generator=generator, device=freq.device) < label_drop  # (B,) per wave
+    freq = freq.masked_fill(hidden, math.nan)
+    return lambda x, t: model(x, t, freq)
 
 def guided(model, freq, w):
     """Classifier-free guidance as a predictor sample() takes: (x_t, t) -> eps for waves of frequency freq
@@ -496,21 +527,24 @@ def conditional_predictor(model, n, frequency, w, generator=None):
 
 
 # %% Flow matching (Lipman et al. 2023; Liu et al. 2023): data and noise joined by straight lines, x_s =
-# (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network (build_model: its time input is s) learns the
-# velocity along them, v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from s = 1 to 0.
+# (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network learns the velocity along them,
+# v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from x = eps at s = 1 to s = 0.
 
-def flow_loss(model, x0, generator=None, freq=None, label_drop=0.0, noise=None):
-    """s = sigmoid(z), z ~ N(0, 1), eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2 (labels: diffusion_loss).
-    This logit-normal s (Esser et al. 2024) visits the middle of the path more, and its ends less, than uniform s
-    does; here it made cleaner waves (measured in RESULTS.md).
-    Reflow (below) passes each pair's own noise, and draws s uniform: one Euler step uses v at s = 1 alone."""
-    if noise is None:
-        s = torch.sigmoid(torch.randn(x0.shape[0], generator=generator, device=x0.device))  # (B,) in (0, 1)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
-    else:
-        s = torch.rand(x0.shape[0], generator=generator, device=x0.device)                # (B,) s ~ U[0, 1)
+def flow_model(kind, cfg):
+    """The same networks for flow matching: their time input is s in [0, 1], a time scale of 1 (also 0..1000),
+    and no preconditioning: the velocity eps - x0 has the same variance, 1 + Var(x0), at every s (RESULTS.md
+    measures it anyway)."""
+    identity = lambda out, x, s: out
+    return MLP(cfg.width, cfg.blocks, identity, 1) if kind == "mlp" else UNet(cfg.channels, identity, 1)
+
+def flow_loss(model, x0, generator=None):
+    """s = sigmoid(z), z ~ N(0, 1), eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2. This logit-normal s
+    (Esser et al. 2024) visits the middle of the path more, and its ends less, than uniform s does; here it made
+    cleaner waves (measured in RESULTS.md)."""
+    s = torch.sigmoid(torch.randn(x0.shape[0], generator=generator, device=x0.device))  # (B,) in (0, 1)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 64)
-    return F.mse_loss(model(x_s, s, *hide_labels(freq, label_drop, generator)), noise - x0)
+    return F.mse_loss(model(x_s, s), noise - x0)
 
 def euler(model, x, steps, generator=None, eta=0.0):
     """Euler's method in K equal steps of s (steps that shrink towards s = 0 did no better), one network call
@@ -542,28 +576,95 @@ def midpoint(model, x, steps):
         x = x + (s[i + 1] - s[i]) * model(x_mid, s_mid.expand(len(x)))
         yield x
 
+@torch.no_grad()
+def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
+           clip=None, trajectory=None):
+    """Draw n samples, starting from noise x ~ N(0, I) (x_{T-1}; for euler and midpoint, x at s = 1). model is
+    any callable (x_t, t) -> predicted eps, or for euler and midpoint (x_s, s) -> predicted velocity, s a float
+    tensor (n,) in [0, 1]. DDIM and DPM-Solver take `steps` of the T steps (all T if None) and clip x0_hat to
+    [-clip, clip] if clip is given. trajectory, if a list, collects the noise and x after every step (on the CPU)."""
+    K = steps or len(schedule["betas"])
+    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # (n, 64) the noise
+    if sampler == "ddpm":
+        loop = ddpm(model, x, schedule, generator)
+    elif sampler == "ddim":
+        loop = ddim(model, x, schedule, K, generator, eta, clip)
+    elif sampler == "dpm":
+        loop = dpm_solver(model, x, schedule, K, clip)
+    elif sampler == "euler":
+        loop = euler(model, x, K, generator, eta)
+    elif sampler == "midpoint":
+        loop = midpoint(model, x, K)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim', 'dpm', 'euler' or 'midpoint'")
+    if trajectory is not None:
+        trajectory.append(x.cpu())
+    for x in loop:
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return x
 
-# %% Reflow (Liu et al. 2023, section 2.2): in training many straight lines cross at each x_s, so the network learns
-# their average velocity, and its sampling paths bend. Retrained on the pairs (noise x_1, sample x_0) that its own
-# ODE joins, which never cross (an ODE's paths cannot), it learns the lines themselves: one Euler step follows them.
+
+# %% Fewer calls: reflow (Liu et al. 2023, section 3). In training many straight lines cross at each x_s, so the
+# network learns their average velocity, and its sampling paths bend. Its own ODE pairs each noise eps with one
+# sample x0; trained further on the straight lines between those pairs, it learns a flow whose paths are
+# straighter, so one or two Euler steps land near where twenty did. Liu et al. prove that this rectification
+# never raises the pairs' transport cost, for any convex cost, and that over k rounds the straightest round's
+# deviation from straight lines falls as O(1/k); that one round here gives paths close to straight
+# (straightness near 1, README) is a measurement. Fresh noise in Euler steps (eta, above) is the other way.
 
 @torch.no_grad()
 def reflow_pairs(model, n, device, generator=None, steps=10):
-    """n pairs (x_0, x_1): noise x_1 ~ N(0, I) and where the model's ODE carries it, in `steps` midpoint steps, 20
-    network calls (twice as many made a somewhat better reflowed model at twice the cost: measured in RESULTS.md)."""
-    x1 = torch.randn((n,) + SHAPE, generator=generator, device=device)           # (n, 64) the noise of each pair
-    *_, x0 = midpoint(model, x1, steps)                                           # the last step: s = 0
-    return x0, x1
+    """n pairs (x0, eps, f): noise eps ~ N(0, I) and the sample x0 the model's ODE carries it to in `steps`
+    midpoint steps, 20 network calls (twice as many made a somewhat better reflowed model at twice the cost:
+    measured in RESULTS.md). A Conditional model draws each pair's label f ~ U[1, 5) and follows its plain
+    conditional ODE (w = 1); f is None for an unconditional one."""
+    freq = None
+    if isinstance(model, Conditional):
+        freq = F_MIN + (F_MAX - F_MIN) * torch.rand(n, generator=generator, device=device)   # (n,) f
+        model = guided(model, freq, 1.0)
+    noise = torch.randn((n,) + SHAPE, generator=generator, device=device)        # (n, 64) the noise of each pair
+    *_, x0 = midpoint(model, noise, steps)                                        # the last step: s = 0
+    return x0, noise, freq
 
-def reflow(model, cfg, device, generator=None):
-    """Reflow itself: cfg.reflow_pairs pairs from the model's own ODE, then cfg.reflow_steps more steps of train()
-    on them, from the trained weights (afresh did worse: RESULTS.md), each pair's noise in the flow loss. Their losses.
-    A conditional model's pairs keep the label f they were drawn with, and train with the label dropping."""
-    freq = F_MIN + (F_MAX - F_MIN) * torch.rand(cfg.reflow_pairs, generator=generator, device=device)  # (n,) f
-    teacher = guided(model.eval(), freq, 1.0) if cfg.condition else model.eval()
-    x0, x1 = reflow_pairs(teacher, cfg.reflow_pairs, device, generator)
-    return train(model, x0, None, replace(cfg, steps=cfg.reflow_steps), generator,
-                 labels=freq if cfg.condition else None, noise=x1)
+def pair_model(model, freq, rows, cfg, generator=None):
+    """The model for a batch of pairs: with their labels, label dropping as in training, if they have labels."""
+    return model if freq is None else with_labels(model, freq[rows], cfg.label_drop, generator)
+
+def reflow_loss(model, x0, noise, generator=None):
+    """flow_loss on the lines between pairs: each pair's own noise, and s ~ U[0, 1] (one Euler step uses v at
+    s = 1 alone, so every s counts as much)."""
+    s = torch.rand(x0.shape[0], generator=generator, device=x0.device)                # (B,) s ~ U[0, 1)
+    x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 64)
+    return F.mse_loss(model(x_s, s), noise - x0)
+
+def reflow(model, pairs, cfg, generator=None):
+    """cfg.reflow_steps more steps of train() on the pairs (x0, eps), from the trained weights (afresh did
+    worse: RESULTS.md). Returns their losses."""
+    x0, noise, freq = pairs
+    return train(model, lambda rows: reflow_loss(pair_model(model, freq, rows, cfg, generator), x0[rows], noise[rows],
+                                                 generator), len(x0),
+                 replace(cfg, steps=cfg.reflow_steps), generator)
+
+
+# %% Fewer calls, the last step: distillation (Liu et al. 2023, section 3). Reflow's pairs are the teacher's
+# answers: for each noise eps, the sample x0 its ODE reaches. Distillation regresses that answer directly: one
+# Euler step from s = 1, eps - v_theta(eps, 1), trained to land on x0, as one-step distillation methods since do.
+# After reflow it is cheap: the pairs are drawn already, and the reflowed model's one step is already near them.
+# What it gives up: v at s = 1 becomes an answer, not a direction, so more steps no longer refine (README), and
+# a one-step map has no ODE, so the ODE's likelihood is no longer the density of what it samples.
+
+def distill_loss(model, x0, noise):
+    """|| (eps - x0) - v_theta(eps, 1) ||^2: the one Euler step eps - v_theta(eps, 1) against the pair's x0."""
+    s = torch.ones(x0.shape[0], device=x0.device)                                      # (B,) s = 1: the noise
+    return F.mse_loss(model(noise, s), noise - x0)
+
+def distill(model, pairs, cfg, generator=None):
+    """cfg.distill_steps steps of train() on distill_loss over the pairs (x0, eps). Returns their losses."""
+    x0, noise, freq = pairs
+    return train(model, lambda rows: distill_loss(pair_model(model, freq, rows, cfg, generator), x0[rows], noise[rows]),
+                 len(x0),
+                 replace(cfg, steps=cfg.distill_steps), generator)
 
 
 # %% Evaluation: is each sample a clean sine (shape), and do the samples vary like real waves (coverage)?
@@ -668,43 +769,52 @@ def run(cfg):
     eval_gen = torch.Generator().manual_seed(seed(3))                   # fresh real data for the metrics
     label_gen = torch.Generator().manual_seed(seed(4))                  # frequencies when none is asked for
     reflow_gen = torch.Generator(device=device).manual_seed(seed(5))    # reflow's pairs, labels and batches
+    distill_gen = torch.Generator(device=device).manual_seed(seed(7))   # distillation's batches (and pairs)
 
     ckpt = check_run(cfg)                                               # refuse what cannot work, before work
+    flow = cfg.objective == "flow"
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
     schedule = {name: value.to(device) for name, value in schedule.items()}
-    model = build_model(cfg.model, cfg, schedule).to(device)
+    model = network(cfg, schedule).to(device)
     check_memory(cfg, model, device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"config: {asdict(cfg)}\ndevice: {device}")
     print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t = T-1: {schedule['alpha_bars'][-1]:.2e}")
     data, labels = (tensor.to(device) for tensor in make_waves(cfg.num_train, data_gen))
 
-    losses, train_time = torch.zeros(0), 0.0
+    losses, times, stages = torch.zeros(0), dict(train=0.0, reflow=0.0, distill=0.0), {}
     if ckpt is None:
         start = time.perf_counter()
-        losses = train(model, data, schedule, cfg, train_gen, labels=labels if cfg.condition else None).cpu()
-        train_time = time.perf_counter() - start
+        losses = train(model, batch_loss(cfg, model, data, schedule, train_gen, labels), len(data), cfg, train_gen).cpu()
+        times["train"] = time.perf_counter() - start
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
-        print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
+        print(f"trained {cfg.steps} steps in {times['train']:.1f}s ({cfg.steps / times['train']:.0f} steps/s)")
     else:
-        model.load_state_dict(ckpt["model"])
-        print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
-    reflowed = ckpt.get("reflowed", 0) if ckpt else 0                  # how many times its weights were reflowed
-    base, reflow_time = model, 0.0
+        load_weights(model, ckpt, cfg)
+    done = {key: ckpt.get(key, 0) if ckpt else 0 for key in ("reflowed", "distilled")}   # done to the weights
+    before, pairs = {}, None                                            # the models before, for reflow.png
     if cfg.reflow:
-        base = copy.deepcopy(model).eval()                              # the flow model before, for the figure
-        start = time.perf_counter()
-        losses = torch.cat([losses, reflow(model, cfg, device, reflow_gen).cpu()])
-        reflow_time = time.perf_counter() - start
-        reflowed += 1
-        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, reflowed)
-        print(f"reflowed on {cfg.reflow_pairs} pairs ({cfg.reflow_steps} steps) in {reflow_time:.1f}s")
+        before["flow model"] = copy.deepcopy(model).eval()
+        start, stages["reflow"] = time.perf_counter(), len(losses)
+        pairs = reflow_pairs(model.eval(), cfg.reflow_pairs, device, reflow_gen)
+        losses = torch.cat([losses, reflow(model, pairs, cfg, reflow_gen).cpu()])
+        times["reflow"], done["reflowed"] = time.perf_counter() - start, done["reflowed"] + 1
+        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, **done)
+        print(f"reflowed on {cfg.reflow_pairs} pairs ({cfg.reflow_steps} steps) in {times['reflow']:.1f}s")
+    if cfg.distill:
+        before["reflowed"] = copy.deepcopy(model).eval()
+        start, stages["distill"] = time.perf_counter(), len(losses)
+        pairs = pairs or reflow_pairs(model.eval(), cfg.reflow_pairs, device, distill_gen)  # --load: its own pairs
+        losses = torch.cat([losses, distill(model, pairs, cfg, distill_gen).cpu()])
+        times["distill"], done["distilled"] = time.perf_counter() - start, done["distilled"] + 1
+        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, **done)
+        print(f"distilled on {len(pairs[0])} pairs ({cfg.distill_steps} steps) in {times['distill']:.1f}s")
 
     model.eval()
     asked = f" at frequency {cfg.frequency}, guidance {cfg.guidance}" if cfg.frequency else ""
     print(f"sampling {cfg.num_samples} with {cfg.sampler}{asked} ...")
     start = time.perf_counter()
-    paths = cfg.plots or cfg.objective == "flow"                        # keep x after every step (a copy to the
+    paths = cfg.plots or flow                                           # keep x after every step (a copy to the
     traj = [] if paths else None                                        # host each): figures, flow's straightness
     net, labels = model, None                                           # (x_t, t) -> eps, what sample() calls
     if cfg.condition:
@@ -721,23 +831,38 @@ def run(cfg):
     labels = labels if labels is None or cfg.frequency else labels[:20_000]        # what the scored were asked for
     quality = evaluate(scored, eval_gen, cfg.frequency, labels)
     real = evaluate(make_waves(len(scored), eval_gen, labels)[0], eval_gen, cfg.frequency, labels)
-    metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
-                   steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
+    metrics = dict(quality=quality, real=real, train_seconds=times["train"], sample_seconds=sample_time,
+                   steps_per_second=cfg.steps / times["train"] if times["train"] else None, parameters=n_params,
                    device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective,
-                   frequency=cfg.frequency or None, guidance=cfg.guidance if cfg.frequency else None,
-                   eta=cfg.eta, straightness=straightness(traj) if paths else None, reflowed=reflowed, reflow_seconds=reflow_time)
+                   frequency=cfg.frequency or None, guidance=cfg.guidance if cfg.frequency else None, eta=cfg.eta,
+                   straightness=straightness(traj) if paths else None, **done, reflow_seconds=times["reflow"],
+                   distill_seconds=times["distill"])
     print(f"quality{'generated':>27}   real data")
     for key in quality:
         print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
-        plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj)
+        plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj,
+                 stages)
     if cfg.plots and cfg.frequency:
         plot_guidance(cfg, model, schedule, torch.Generator(device=device).manual_seed(cfg.seed))
-    if cfg.plots and cfg.reflow:
-        plot_reflow(cfg, base, model, schedule, device)
+    if cfg.plots and before:
+        plot_fewer_calls(cfg, {**before, ("distilled" if cfg.distill else "reflowed"): model}, schedule, device)
     print(f"outputs in {cfg.out}/")
     return metrics
+
+def network(cfg, schedule):
+    """The network a run of cfg trains: DDPM's (build_model) or, for --objective flow, flow matching's, taking the
+    frequency too (Conditional) unless --no-condition."""
+    net = flow_model(cfg.model, cfg) if cfg.objective == "flow" else build_model(cfg.model, cfg, schedule)
+    return Conditional(net) if cfg.condition else net
+
+def batch_loss(cfg, model, data, schedule, generator=None, labels=None):
+    """What a run of cfg minimises: the loss on the rows `rows` of data (and of their labels), for train()."""
+    loss = flow_loss if cfg.objective == "flow" else lambda net, x0, g: diffusion_loss(net, x0, schedule, g)
+    if not cfg.condition:
+        return lambda rows: loss(model, data[rows], generator)
+    return lambda rows: loss(with_labels(model, labels[rows], cfg.label_drop, generator), data[rows], generator)
 
 # %% Checks: a user's mistake ends before any work, in one line
 
@@ -754,10 +879,20 @@ def check_run(cfg):
     cfg.sampler = fits[0] if cfg.sampler == "auto" else cfg.sampler
     if cfg.sampler not in fits:
         raise UsageError(f"--sampler {cfg.sampler} does not fit --objective {cfg.objective}: use {' or '.join(fits)}")
-    if cfg.reflow and cfg.objective != "flow":
-        raise UsageError("--reflow straightens a flow model's paths: add --objective flow (or --load a flow model)")
-    if not cfg.reflow and (cfg.reflow_pairs, cfg.reflow_steps) != (Config.reflow_pairs, Config.reflow_steps):
-        raise UsageError("--reflow-pairs and --reflow-steps set up --reflow: add --reflow")
+    if (cfg.reflow or cfg.distill) and cfg.objective != "flow":
+        raise UsageError("--reflow and --distill work on a flow model's paths: add --objective flow (or --load a "
+                         "flow model)")
+    if cfg.distill and not cfg.reflow and not (ckpt or {}).get("reflowed"):
+        raise UsageError("--distill learns a reflowed model's one step: add --reflow (or --load a reflowed model)")
+    if not cfg.reflow and cfg.reflow_steps != Config.reflow_steps:
+        raise UsageError("--reflow-steps sets up --reflow: add --reflow")
+    if not (cfg.reflow or cfg.distill) and cfg.reflow_pairs != Config.reflow_pairs:
+        raise UsageError("--reflow-pairs sets up --reflow or --distill: add one of them")
+    if not cfg.distill and cfg.distill_steps != Config.distill_steps:
+        raise UsageError("--distill-steps sets up --distill: add --distill")
+    if cfg.frequency and (cfg.distill or (ckpt or {}).get("distilled")) and cfg.guidance not in (0, 1):
+        raise UsageError(f"--guidance {cfg.guidance:g} on a distilled model: its one step returns a wave, not a "
+                         "direction, and guidance would extrapolate between two waves; use --guidance 1 (or 0)")
     if cfg.eta and cfg.sampler not in ("ddim", "euler"):
         raise UsageError(f"--eta adds noise to ddim or euler steps; --sampler {cfg.sampler} takes none")
     if cfg.sampler in ("ddim", "dpm") and cfg.sample_steps > cfg.timesteps:
@@ -799,7 +934,7 @@ def check_memory(cfg, model, device):
     steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if paths else 0
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
-                          ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow else 0, layers + 3 * data)]:
+                          ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow or cfg.distill else 0, layers + 3 * data)]:
         if n * each > have:
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
@@ -847,9 +982,9 @@ def number(kind, low=None, high=None):
 
 # %% Files: checkpoint, results
 
-def save_checkpoint(path, model, cfg, schedule, reflowed=0):
+def save_checkpoint(path, model, cfg, schedule, reflowed=0, distilled=0):
     tmp = path + ".tmp"
-    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(), reflowed=reflowed,
+    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(), reflowed=reflowed, distilled=distilled,
                     schedule={name: value.cpu() for name, value in schedule.items()}), tmp)
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
 
@@ -866,6 +1001,13 @@ def load_checkpoint(cfg):
     for key in SAVED:
         setattr(cfg, key, getattr(saved, key))
     return ckpt
+
+def load_weights(model, ckpt, cfg):
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:  # an older version of this script named or shaped its layers otherwise
+        raise UsageError(f"--load {cfg.load}: written by another version of {PROG}; retrain without --load")
+    print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
 
 def save_results(out, samples, metrics, losses):
     np.save(os.path.join(out, "samples.npy"), samples.numpy())
@@ -885,13 +1027,13 @@ def save(fig, out, name):
         display(fig)
     plt.close(fig)
 
-def plot_loss(out, losses, objective, reflow_from=None):
+def plot_loss(out, losses, objective, stages):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
     k = max(1, len(losses) // 50)
     ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
-    if reflow_from is not None:
-        ax.axvline(reflow_from, color="0.5", ls="--", label="reflow: its own pairs from here")
+    for (stage, step), ls in zip(stages.items(), ["--", ":"]):   # where reflow and distillation began
+        ax.axvline(step, color="0.5", ls=ls, label=f"{stage}: on the pairs from here")
     what = "velocity (flow matching)" if objective == "flow" else "noise (DDPM Algorithm 1)"
     ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error", title=f"Training loss: predicted {what}")
     ax.legend()
@@ -938,7 +1080,7 @@ def plot_guidance(cfg, model, schedule, generator):
     ax.legend()
     save(fig, cfg.out, "guidance.png")
 
-def plot_all(cfg, data, schedule, losses, samples, traj):
+def plot_all(cfg, data, schedule, losses, samples, traj, stages):
     out, T = cfg.out, len(schedule["betas"])
     a, b = schedule["sqrt_alpha_bars"], schedule["sqrt_one_minus_alpha_bars"]     # x = a x0 + b eps at step t
     if cfg.objective == "flow":                                                   # the straight path, s = (t + 1) / T
@@ -955,7 +1097,7 @@ def plot_all(cfg, data, schedule, losses, samples, traj):
     save(fig, out, "forward.png")
 
     if len(losses):  # none after --load
-        plot_loss(out, losses, cfg.objective, len(losses) - cfg.reflow_steps if cfg.reflow else None)
+        plot_loss(out, losses, cfg.objective, stages)
 
     r2, freq, _, _ = fit_sines(samples[:16])
     fig = plt.figure(figsize=(15, 6.5))
@@ -984,18 +1126,20 @@ def plot_all(cfg, data, schedule, losses, samples, traj):
     if cfg.gif:
         animate(out, traj, waves, (6, 3.5))
 
-def plot_reflow(cfg, base, model, schedule, device):
-    """reflow.png: the flow model's waves in 1 and 2 Euler steps beside the reflowed model's, at the same calls."""
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2), sharey=True)
-    panels = [(name, net, k) for name, net in [("flow model", base), ("reflowed", model)] for k in (1, 2)]
-    for ax, (name, net, k) in zip(axes, panels):
-        if cfg.condition:                                                        # the same labels in every panel
-            net = conditional_predictor(net, cfg.num_samples, 0, 1, torch.Generator().manual_seed(cfg.seed))[0]
-        y = sample(net, cfg.num_samples, schedule, "euler", k, torch.Generator(device=device).manual_seed(cfg.seed))
-        clean = (fit_sines(y)[0] >= 0.99).double().mean()
-        waves(ax, y[:3].cpu(), f"{name}, {k} Euler step{'s' * (k > 1)}\n{clean:.0%} of waves at R^2 >= 0.99", ylim=1.6)
-    axes[0].set_ylabel("value")
-    fig.suptitle("Reflow: the same network calls, before and after")
+def plot_fewer_calls(cfg, models, schedule, device):
+    """reflow.png: three waves of each model in 1 and 2 Euler steps from the same noise and labels (the flow model,
+    reflowed, distilled), with the share of clean waves among all it drew."""
+    fig, axes = plt.subplots(2, len(models), figsize=(4.2 * len(models), 6), sharex=True, sharey=True, squeeze=False)
+    for j, (name, net) in enumerate(models.items()):
+        for k in (1, 2):
+            if cfg.condition:                                                   # the same labels in every panel
+                net_k = conditional_predictor(net, cfg.num_samples, 0, 1, torch.Generator().manual_seed(cfg.seed))[0]
+            y = sample(net_k if cfg.condition else net, cfg.num_samples, schedule, "euler", k,
+                       torch.Generator(device=device).manual_seed(cfg.seed))
+            clean = (fit_sines(y)[0] >= 0.99).double().mean()
+            waves(axes[k - 1, j], y[:3].cpu(), f"{name}, {k} Euler step{'s' * (k > 1)}\n{clean:.0%} of waves at "
+                  "R^2 >= 0.99", ylim=1.6)
+    fig.suptitle("Fewer calls: the same noise, the same network calls")
     save(fig, cfg.out, "reflow.png")
 
 # %% Run the lesson (a script, or a notebook cell: main() reads the flags, ignoring a kernel's own)

@@ -1,29 +1,33 @@
-"""Denoising diffusion (DDPM) from scratch on a 2-D spiral point cloud, then flow matching.
+"""Denoising diffusion (DDPM) from scratch on a 2-D spiral point cloud, then where the field went next.
 
-What it teaches: how a diffusion model turns Gaussian noise into data. Noise is added to the spiral step
-by step (the forward process), a small network learns to predict that noise (the training loss), and
-running the steps backwards from pure noise draws new spiral points (the reverse process: DDPM, DDIM or
-DPM-Solver++). Flow matching trains the same network on straight paths instead and samples with Euler steps;
-fresh noise in those steps (--eta) and reflow (--reflow: retrain on the model's own pairs) take fewer network
-calls. Last, the likelihood: how many nats the model is from the spiral's own density, KL(data || model).
+The core, first and whole: noise is added to the spiral step by step (the forward process), a small network
+learns to predict that noise (the training loss), and running the steps backwards from pure noise draws new
+spiral points (the reverse process). It ends with ddpm_lesson(): train, sample, show. A teacher can cut the
+file at the line "# %% Beyond the core" and hand out a DDPM that runs.
 
-Read it top to bottom: config, data, noise schedule, forward process, models, training, sampling, flow
-matching, reflow, evaluation, likelihood. Below the ruler "Running the lesson" come the command line, files
-and figures.
+Then optional chapters, each using only what is above it: faster samplers (DDIM, DPM-Solver++), flow matching
+(straight paths, Euler steps), fewer network calls (fresh noise, reflow, distillation), evaluation, and the
+likelihood in nats against the spiral's own density. Below the ruler "Running the lesson": the command line,
+files and figures.
 
 Run it:
     python diffusion_spiral.py                      # MLP, trains in seconds on a laptop CPU
     python diffusion_spiral.py --model unet         # a U-shaped MLP for points
     python diffusion_spiral.py --objective flow     # flow matching
-    python diffusion_spiral.py --objective flow --reflow --sample-steps 1   # one network call a sample
+    python diffusion_spiral.py --objective flow --reflow --distill --sample-steps 1   # one network call a sample
     python diffusion_spiral.py --load outputs/diffusion_spiral/model.pt --sampler ddim --sample-steps 20
-In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]).
+In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]); the core
+alone runs with ddpm_lesson().
 
 References:
     DDPM: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models", arXiv:2006.11239
-    DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502
     Cosine schedule: Nichol, Dhariwal 2021, "Improved DDPM", arXiv:2102.09672
     Fourier features: Tancik et al. 2020, "Fourier Features Let Networks Learn High Frequency Functions"
+    Scores: Vincent 2011, "A Connection Between Score Matching and Denoising Autoencoders"; Song, Ermon 2019,
+        arXiv:1907.05600; Song et al. 2021, "Score-Based Generative Modeling through SDEs", arXiv:2011.13456;
+        Tweedie's formula: Efron 2011, "Tweedie's Formula and Selection Bias"
+    DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502
+    DPM-Solver++: Lu, Zhou, Bao, Chen, Li, Zhu 2022, arXiv:2211.01095
     Flow matching: Lipman et al. 2023, arXiv:2210.02747; rectified flow: Liu et al. 2023, arXiv:2209.03003
     Noise in sampling: Karras, Aittala, Aila, Laine 2022, "Elucidating the Design Space", arXiv:2206.00364
     Likelihood: Chen et al. 2018, "Neural ODEs", arXiv:1806.07366; Grathwohl et al. 2019, FFJORD, arXiv:1810.01367
@@ -45,7 +49,7 @@ import torch.nn.functional as F
 
 # %% Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
 # --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
-# is the default when --model unet is chosen.
+# is the default when --model unet is chosen. The core reads the first group only.
 
 def knob(default, help, **flag):
     return field(default=default, metadata=dict(help=help, **flag))
@@ -55,36 +59,41 @@ SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what
 @dataclass
 class Config:
     model: str = knob("mlp", "the network, predicting the noise (or for flow, the velocity)", choices=("mlp", "unet"))
-    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
-                       choices=("auto", "cpu", "cuda", "mps"))
     steps: int = knob(2000, "optimizer steps")
     batch_size: int = knob(512, "points per step: the loss averages over many t, so its gradient is steadier")
-    lr: float = knob(2e-3, "peak learning rate of AdamW, reached after --warmup steps, then cosine decay to 0")
+    lr: float = knob(2e-3, "peak learning rate of AdamW: a linear warm-up over --warmup steps, times a cosine "
+                     "decay from step 0 to 0 at the end")
     warmup: int = knob(100, "warm-up steps, from 0 to --lr")
     timesteps: int = knob(100, "T, the number of noising steps", min=2)
     schedule: str = knob("cosine", "beta schedule: cosine spends more steps at low noise, where the spiral "
                          "forms; linear (scaled for T) leaves more stray points", choices=("cosine", "linear"))
+    num_samples: int = knob(2000, "points to generate and score")
+    num_train: int = knob(100_000, "size of the training set (a fresh draw of the spiral)")
+    noise: float = knob(0.01, "std of the jitter on spiral points, in normalised units", min=0)
+    width: int = knob(128, "MLP width")
+    unet_width: int = knob(96, "the UNet's widths are 2x, 1x, 0.5x this: 192 -> 96 -> 48 -> 96 -> 192", min=2)
+    blocks: int = knob(3, "MLP residual blocks")
+    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
+    log_every: int = knob(300, "print progress (and read the loss back, one sync) every so many steps")
+    # the chapters' knobs
     objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
                           "path from data to noise (flow matching)", choices=("eps", "flow"))
     sampler: str = knob("auto", "reverse process; for eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++); for "
                         "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
                         choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
     sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
+    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's", min=0, max=1)
+    clip: float = knob(2.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the spiral lies within 2.1")
     reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
                         "so that 1 or 2 euler steps draw the data (rectified flow)")
     reflow_pairs: int = knob(20_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
     reflow_steps: int = knob(2000, "optimizer steps of --reflow on its pairs, from the trained weights")
-    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's",
-                     min=0, max=1)
-    clip: float = knob(2.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the spiral lies within 2.1")
-    num_samples: int = knob(2000, "points to generate and score")
-    num_train: int = knob(100_000, "size of the training set (a fresh draw of the spiral)")
-    noise: float = knob(0.01, "std of the jitter on spiral points, in normalised units", min=0)
-    width: int = knob(128, "MLP width")
-    unet_width: int = knob(96, "the UNet's widths are 2x, 1x, 0.5x this: 192 -> 96 -> 48 -> 96 -> 192")
-    blocks: int = knob(3, "MLP residual blocks")
-    seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
-    log_every: int = knob(300, "print progress (and read the loss back, one sync) every so many steps")
+    distill: bool = knob(False, "after --reflow (or --load of a reflowed model): train one euler step from the "
+                         "noise to land on each pair's sample (then sample with --sample-steps 1)")
+    distill_steps: int = knob(2000, "optimizer steps of --distill")
+    # how the lesson is run
+    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
+                       choices=("auto", "cpu", "cuda", "mps"))
     out: str = knob(os.path.join("outputs", "diffusion_spiral"), "output folder")
     load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
     plots: bool = knob(True, "draw the figures")
@@ -132,10 +141,8 @@ def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"
     schedule = dict(
         betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
         sqrt_alpha_bars=alpha_bars.sqrt(), sqrt_one_minus_alpha_bars=(1 - alpha_bars).sqrt(),
-        # posterior q(x_{t-1} | x_t, x0) = N(coef1 x0 + coef2 x_t, beta~_t)       (DDPM eqs. 6, 7)
-        posterior_mean_coef1=betas * alpha_bars_prev.sqrt() / (1 - alpha_bars),
-        posterior_mean_coef2=(1 - alpha_bars_prev) * alphas.sqrt() / (1 - alpha_bars),
-        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),   # 0 at t = 0: no noise last
+        # the variance beta~_t of the posterior q(x_{t-1} | x_t, x0)  (DDPM eq. 7); 0 at t = 0: no noise last
+        posterior_variance=betas * (1 - alpha_bars_prev) / (1 - alpha_bars),
     )
     return {name: value.float().to(device) for name, value in schedule.items()}
 
@@ -149,7 +156,7 @@ def q_sample(x0, t, noise, schedule):
             + schedule["sqrt_one_minus_alpha_bars"][t].view(shape) * noise)
 
 
-# %% Models: (x_t, t) -> predicted noise eps (flow matching: (x_s, s) -> velocity), same shape as x_t
+# %% Models: (x_t, t) -> predicted noise eps, same shape as x_t
 
 TIME_DIM = 64  # size of the sinusoidal step embedding
 
@@ -232,12 +239,11 @@ class UNet(nn.Module):
         return self.out(F.silu(h + skips.pop()))                                # (B, 2)
 
 def build_model(kind, cfg, schedule):
-    """The network of cfg. Its time input: a step t of T, or (flow) s in [0, 1], a time scale of 1: also 0..1000."""
-    timesteps = 1 if cfg.objective == "flow" else len(schedule["betas"])
+    """The network of cfg for DDPM: its time input is a step t of the schedule's T steps."""
     if kind == "mlp":
-        return MLP(cfg.width, cfg.blocks, timesteps)
+        return MLP(cfg.width, cfg.blocks, len(schedule["betas"]))
     if kind == "unet":
-        return UNet(cfg.unet_width, timesteps)
+        return UNet(cfg.unet_width, len(schedule["betas"]))
     raise ValueError(f"unknown model {kind!r}")
 
 
@@ -252,23 +258,21 @@ def diffusion_loss(model, x0, schedule, generator=None):
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     return F.mse_loss(model(q_sample(x0, t, noise, schedule), t), noise)
 
-def train(model, data, schedule, cfg, generator=None, log=print, noise=None):
-    """Returns the per-step losses (a tensor on the model's device). Stops with DivergedError on NaN/inf.
-    noise: for reflow, the noise paired with each row of data (flow matching only)."""
+def train(model, batch_loss, n, cfg, generator=None, log=print):
+    """cfg.steps steps of AdamW on batch_loss(rows), the loss on a batch of cfg.batch_size random rows of the n
+    training examples. Returns the per-step losses (a tensor on the model's device). Stops with DivergedError
+    on NaN/inf."""
     try:  # fused: the whole update in one kernel, where this torch has one for the device (CPU: torch >= 2.4)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     except RuntimeError:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     lr_at = lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps))
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    losses = torch.zeros(cfg.steps, device=data.device)       # kept on the device: no sync per step
+    device = next(model.parameters()).device
+    losses = torch.zeros(cfg.steps, device=device)            # kept on the device: no sync per step
     start = time.perf_counter()
     for i in range(cfg.steps):
-        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
-        if cfg.objective == "flow":                                                       # flow matching, below
-            loss = flow_loss(model, data[idx], generator, None if noise is None else noise[idx])
-        else:
-            loss = diffusion_loss(model, data[idx], schedule, generator)
+        loss = batch_loss(torch.randint(0, n, (cfg.batch_size,), generator=generator, device=device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -284,12 +288,12 @@ def train(model, data, schedule, cfg, generator=None, log=print, noise=None):
     return losses
 
 
-# %% Sampling: DDPM Algorithm 2, DDIM, and DPM-Solver++(2M), the second-order solver of the ODE DDIM solves
-# Each sampler is a loop of its own that yields x after every step. The step t is a Python int: indexing a
-# schedule tensor with it is a view, never a GPU -> CPU sync (.item()).
+# %% Sampling: DDPM Algorithm 2. A sampler is a loop that yields x after every step. The step t is a Python
+# int: indexing a schedule tensor with it is a view, never a GPU -> CPU sync (.item()).
 
 def ddpm(model, x, schedule, generator=None):
-    """DDPM Algorithm 2: all T steps, t = T-1 .. 0, each adding fresh noise z (with sigma = 0 at t = 0)."""
+    """DDPM Algorithm 2 from x = x_{T-1} ~ N(0, I): all T steps, t = T-1 .. 0, each adding fresh noise z (with
+    sigma = 0 at t = 0). Its mean is the posterior's, q(x_{t-1} | x_t, x0) with x0 predicted from eps (eq. 11)."""
     eps_coef = schedule["betas"] / schedule["sqrt_one_minus_alpha_bars"]   # beta_t / sqrt(1 - abar_t)
     sigmas = schedule["posterior_variance"].sqrt()                        # sigma_t^2 = beta~_t, 0 at t = 0
     inv_sqrt_alphas = schedule["alphas"].rsqrt()                          # 1 / sqrt(alpha_t), once
@@ -300,11 +304,53 @@ def ddpm(model, x, schedule, generator=None):
         x = inv_sqrt_alphas[t] * (x - eps_coef[t] * eps) + sigmas[t] * z
         yield x
 
+
+# %% The score: what predicting the noise learns. x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, so the loss is
+# least where eps_theta(x_t, t) is the mean of the eps that could have made x_t, and that mean is a score:
+#     eps_theta(x_t, t) = -sqrt(1 - abar_t) grad log p_t(x_t)      (Vincent 2011; Song & Ermon 2019; Song et al. 2021)
+# with p_t the density of the noisy data at step t. So -eps_theta / sqrt(1 - abar_t) points from x_t towards
+# likelier x_t, back towards the data, and each DDPM step moves along it, then adds fresh noise. Tweedie's formula
+# (Efron 2011) turns the score into the mean clean data behind x_t, what the network believes x0 to be:
+#     E[x0 | x_t] = (x_t + (1 - abar_t) grad log p_t(x_t)) / sqrt(abar_t) = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)
+
 def predict_x0(x, eps, abar, clip=None):
-    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), DDPM eq. 4 solved for x0 (DDIM eq. 12), clipped to
-    [-clip, clip] if clip is given: near t = T-1, 1/sqrt(abar_t) magnifies any error in eps a thousandfold."""
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): Tweedie's formula above, DDPM eq. 4 solved for x0
+    (DDIM eq. 12), clipped to [-clip, clip] if clip is given: near t = T-1, 1/sqrt(abar_t) magnifies any error in
+    eps a thousandfold."""
     x0_hat = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
     return x0_hat if clip is None else x0_hat.clamp(-clip, clip)
+
+
+# %% The whole lesson in one call: data, schedule, network, training, sampling, and a look at the samples
+
+def ddpm_lesson(cfg=None):
+    """Trains a DDPM with cfg's settings (Config()'s if None), draws cfg.num_samples points with Algorithm 2,
+    shows them beside the data and returns them: the samples of `python diffusion_spiral.py` (on the CPU)."""
+    cfg = cfg or Config()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(cfg.seed)                                                       # the initial weights
+    data = make_data(cfg.num_train, torch.Generator().manual_seed(cfg.seed), cfg.noise).to(device)
+    schedule = make_schedule(cfg.timesteps, cfg.schedule, device)
+    model = build_model(cfg.model, cfg, schedule).to(device)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 1)                           # batches, t and noise
+    train(model, lambda rows: diffusion_loss(model, data[rows], schedule, gen), len(data), cfg, gen)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 2)                           # x_{T-1} and every z
+    with torch.no_grad():
+        x = torch.randn((cfg.num_samples,) + SHAPE, generator=gen, device=device)    # x_{T-1} ~ N(0, I)
+        *_, samples = ddpm(model.eval(), x, schedule, gen)                           # the last of the T steps
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    for ax, points, title in zip(axes, [data[:len(samples)], samples], ["the data", "DDPM's samples"]):
+        ax.scatter(*points.cpu().T, s=1)
+        ax.set(title=title, aspect="equal")
+    plt.show()
+    return samples.cpu()
+
+
+# %% Beyond the core: optional chapters. Everything above is a whole first lesson: cut the file here and
+# ddpm_lesson() runs. Each chapter below uses only what is above it.
+
+
+# %% Faster samplers: DDIM, and DPM-Solver++(2M), the second-order solver of the ODE that DDIM solves
 
 def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
     """DDIM (Song et al. 2021): K = steps of the T steps, predicting x0 and moving straight to the next one."""
@@ -326,74 +372,51 @@ def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
 def dpm_solver(model, x, schedule, steps, clip=None):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): DDIM's step (eta = 0) with a better x0_hat, one
     network call a step. Its variables: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) and the time
-    lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next, h_i = lambda_prev - lambda_i."""
+    lambda_t = log(alpha_t / sigma_t); step i goes from ts[i] to the next step in sampling order, ts[i + 1]
+    (the last lands on abar = 1), h_i = lambda_next - lambda_i."""
     T, K = len(schedule["betas"]), steps
     # K steps that shrink towards t = 0: t_i = round((T - K) u_i^1.5) + K - 1 - i with u_i = 1 - i/(K-1), all
-    # distinct, T-1 ... 0. The second-order step extrapolates from the step before, which needs neighbouring
-    # steps of similar length in lambda; equal steps in t end with one much longer, where it overshoots.
+    # distinct, T-1 ... 0. The second-order step extrapolates from the previous iteration's prediction, which
+    # needs neighbouring steps of similar length in lambda; equal steps in t end with one much longer, where it
+    # overshoots.
     u = torch.linspace(1, 0, K, dtype=torch.float64) ** 1.5
     ts = ((T - K) * u).round().long().add(torch.arange(K - 1, -1, -1)).tolist()
     abar = schedule["alpha_bars"][ts]
-    abar_prev = torch.cat([abar[1:], abar.new_ones(1)])                   # the last step lands on abar = 1
+    abar_next = torch.cat([abar[1:], abar.new_ones(1)])                   # where each step lands
     lam = (abar / (1 - abar)).log() / 2
     h = lam[1:] - lam[:-1]                                                # (K-1,); the last step's h is inf
     w = torch.cat([h.new_zeros(1), h[1:] / (2 * h[:-1])])                # 1 / (2 r_i), r_i = h_{i-1} / h_i
-    ratio = ((1 - abar_prev) / (1 - abar)).sqrt()                        # sigma_prev / sigma_i, 0 at the end
-    coef = abar_prev.sqrt() - ratio * abar.sqrt()                        # -alpha_prev (e^-h - 1), 1 at the end
-    last_x0_hat = None                                                    # the step before's prediction
+    ratio = ((1 - abar_next) / (1 - abar)).sqrt()                        # sigma_next / sigma_i, 0 at the end
+    coef = abar_next.sqrt() - ratio * abar.sqrt()                        # -alpha_next (e^-h - 1), 1 at the end
+    last_x0_hat = None                                                    # the previous iteration's prediction
     for i, t in enumerate(ts):
         eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
         x0_hat = predict_x0(x, eps, abar[i], clip)
-        # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) last_x0_hat: a second-order correction from the step before.
-        # First order (D = x0_hat, exactly DDIM) on the first step (no history yet) and on the last
+        # D_i = (1 + 1/(2 r_i)) x0_hat - 1/(2 r_i) last_x0_hat: a second-order correction from the previous
+        # iteration. First order (D = x0_hat, exactly DDIM) on the first step (no history yet) and on the last
         # (h = inf: it lands on abar = 1 and returns x0_hat).
         D = x0_hat if last_x0_hat is None or i == K - 1 else (1 + w[i]) * x0_hat - w[i] * last_x0_hat
-        x = ratio[i] * x + coef[i] * D      # x_prev = (sigma_prev / sigma_i) x_i - alpha_prev (e^-h_i - 1) D_i
+        x = ratio[i] * x + coef[i] * D      # x_next = (sigma_next / sigma_i) x_i - alpha_next (e^-h_i - 1) D_i
         last_x0_hat = x0_hat
         yield x
 
-@torch.no_grad()
-def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
-           clip=None, trajectory=None):
-    """Draw n samples from x_{T-1} ~ N(0, I). model is any callable (x_t, t) -> predicted eps, or for euler and
-    midpoint (flow matching, below) (x_s, s) -> predicted velocity, s a float tensor (n,) in [0, 1]. DDIM and
-    DPM-Solver take `steps` of the T steps (all T if None) and clip x0_hat to [-clip, clip] if clip is given.
-    trajectory, if a list, collects x_{T-1} and x after every step (on the CPU)."""
-    K = steps or len(schedule["betas"])
-    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # x_{T-1} (flow: x_1)
-    if sampler == "ddpm":
-        loop = ddpm(model, x, schedule, generator)
-    elif sampler == "ddim":
-        loop = ddim(model, x, schedule, K, generator, eta, clip)
-    elif sampler == "dpm":
-        loop = dpm_solver(model, x, schedule, K, clip)
-    elif sampler == "euler":
-        loop = euler(model, x, K, generator, eta)
-    elif sampler == "midpoint":
-        loop = midpoint(model, x, K)
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim', 'dpm', 'euler' or 'midpoint'")
-    if trajectory is not None:
-        trajectory.append(x.cpu())
-    for x in loop:
-        if trajectory is not None:
-            trajectory.append(x.cpu())
-    return x
-
 
 # %% Flow matching (Lipman et al. 2023; Liu et al. 2023): data and noise joined by straight lines, x_s =
-# (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network (build_model: its time input is s) learns the
-# velocity along them, v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from s = 1 to 0.
+# (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network learns the velocity along them,
+# v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from x = eps at s = 1 to s = 0.
 
-def flow_loss(model, x0, generator=None, noise=None):
+def flow_model(kind, cfg):
+    """The same networks for flow matching: their time input is s in [0, 1], a time scale of 1 (also 0..1000)."""
+    return MLP(cfg.width, cfg.blocks, 1) if kind == "mlp" else UNet(cfg.unet_width, 1)
+
+def flow_loss(model, x0, generator=None):
     """s ~ 3 (1 - s)^2 on [0, 1], eps ~ N(0, I), minimise || v - v_theta(x_s, s) ||^2. This density weighs each s
-    as an eps loss would (eps = x_s + (1 - s) v: an error in v costs (1 - s)^2 as much in eps); uniform s and the
-    logit-normal s of Esser et al. 2024 spend more on noisier s and blur the thin spiral (measured in RESULTS.md).
-    Reflow (below) passes each pair's own noise, and draws s uniform: one Euler step uses v at s = 1 alone."""
+    as an eps loss with s uniform on this straight path would (eps = x_s + (1 - s) v: an error in v costs
+    (1 - s)^2 as much in eps); uniform s and the logit-normal s of Esser et al. 2024 spend more on noisier s and
+    blur the thin spiral (measured in RESULTS.md)."""
     u = torch.rand(x0.shape[0], generator=generator, device=x0.device)               # (B,) u ~ U[0, 1)
-    s = 1 - (1 - u) ** (1 / 3) if noise is None else u                                # inverse CDF: s ~ 3 (1 - s)^2
-    if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    s = 1 - (1 - u) ** (1 / 3)                                                        # inverse CDF: s ~ 3 (1 - s)^2
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 2)
     return F.mse_loss(model(x_s, s), noise - x0)
 
@@ -427,24 +450,84 @@ def midpoint(model, x, steps):
         x = x + (s[i + 1] - s[i]) * model(x_mid, s_mid.expand(len(x)))
         yield x
 
+@torch.no_grad()
+def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0.0, shape=SHAPE,
+           clip=None, trajectory=None):
+    """Draw n samples, starting from noise x ~ N(0, I) (x_{T-1}; for euler and midpoint, x at s = 1). model is
+    any callable (x_t, t) -> predicted eps, or for euler and midpoint (x_s, s) -> predicted velocity, s a float
+    tensor (n,) in [0, 1]. DDIM and DPM-Solver take `steps` of the T steps (all T if None) and clip x0_hat to
+    [-clip, clip] if clip is given. trajectory, if a list, collects the noise and x after every step (on the CPU)."""
+    K = steps or len(schedule["betas"])
+    x = torch.randn((n,) + shape, generator=generator, device=schedule["betas"].device)  # (n, 2) the noise
+    if sampler == "ddpm":
+        loop = ddpm(model, x, schedule, generator)
+    elif sampler == "ddim":
+        loop = ddim(model, x, schedule, K, generator, eta, clip)
+    elif sampler == "dpm":
+        loop = dpm_solver(model, x, schedule, K, clip)
+    elif sampler == "euler":
+        loop = euler(model, x, K, generator, eta)
+    elif sampler == "midpoint":
+        loop = midpoint(model, x, K)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}: use 'ddpm', 'ddim', 'dpm', 'euler' or 'midpoint'")
+    if trajectory is not None:
+        trajectory.append(x.cpu())
+    for x in loop:
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return x
 
-# %% Reflow (Liu et al. 2023, section 2.2): in training many straight lines cross at each x_s, so the network learns
-# their average velocity, and its sampling paths bend. Retrained on the pairs (noise x_1, sample x_0) that its own
-# ODE joins, which never cross (an ODE's paths cannot), it learns the lines themselves: one Euler step follows them.
+
+# %% Fewer calls: reflow (Liu et al. 2023, section 3). In training many straight lines cross at each x_s, so the
+# network learns their average velocity, and its sampling paths bend. Its own ODE pairs each noise eps with one
+# sample x0; trained further on the straight lines between those pairs, it learns a flow whose paths are
+# straighter, so one or two Euler steps land near where twenty did. Liu et al. prove that this rectification
+# never raises the pairs' transport cost, for any convex cost, and that over k rounds the straightest round's
+# deviation from straight lines falls as O(1/k); that one round here gives paths close to straight
+# (straightness near 1, README) is a measurement. Fresh noise in Euler steps (eta, above) is the other way.
 
 @torch.no_grad()
 def reflow_pairs(model, n, device, generator=None, steps=10):
-    """n pairs (x_0, x_1): noise x_1 ~ N(0, I) and where the model's ODE carries it, in `steps` midpoint steps, 20
-    network calls (twice as many made a somewhat better reflowed model at twice the cost: measured in RESULTS.md)."""
-    x1 = torch.randn((n,) + SHAPE, generator=generator, device=device)           # (n, 2) the noise of each pair
-    *_, x0 = midpoint(model, x1, steps)                                           # the last step: s = 0
-    return x0, x1
+    """n pairs (x0, eps): noise eps ~ N(0, I) and the sample x0 the model's ODE carries it to in `steps`
+    midpoint steps, 20 network calls (twice as many made a somewhat better reflowed model at twice the cost:
+    measured in RESULTS.md)."""
+    noise = torch.randn((n,) + SHAPE, generator=generator, device=device)        # (n, 2) the noise of each pair
+    *_, x0 = midpoint(model, noise, steps)                                        # the last step: s = 0
+    return x0, noise
 
-def reflow(model, cfg, device, generator=None):
-    """Reflow itself: cfg.reflow_pairs pairs from the model's own ODE, then cfg.reflow_steps more steps of train()
-    on them, from the trained weights (afresh did worse: RESULTS.md), each pair's noise in the flow loss. Their losses."""
-    x0, x1 = reflow_pairs(model.eval(), cfg.reflow_pairs, device, generator)
-    return train(model, x0, None, replace(cfg, steps=cfg.reflow_steps), generator, noise=x1)
+def reflow_loss(model, x0, noise, generator=None):
+    """flow_loss on the lines between pairs: each pair's own noise, and s ~ U[0, 1] (one Euler step uses v at
+    s = 1 alone, so every s counts as much)."""
+    s = torch.rand(x0.shape[0], generator=generator, device=x0.device)                # (B,) s ~ U[0, 1)
+    x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 2)
+    return F.mse_loss(model(x_s, s), noise - x0)
+
+def reflow(model, pairs, cfg, generator=None):
+    """cfg.reflow_steps more steps of train() on the pairs (x0, eps), from the trained weights (afresh did
+    worse: RESULTS.md). Returns their losses."""
+    x0, noise = pairs
+    return train(model, lambda rows: reflow_loss(model, x0[rows], noise[rows], generator), len(x0),
+                 replace(cfg, steps=cfg.reflow_steps), generator)
+
+
+# %% Fewer calls, the last step: distillation (Liu et al. 2023, section 3). Reflow's pairs are the teacher's
+# answers: for each noise eps, the sample x0 its ODE reaches. Distillation regresses that answer directly: one
+# Euler step from s = 1, eps - v_theta(eps, 1), trained to land on x0, as one-step distillation methods since do.
+# After reflow it is cheap: the pairs are drawn already, and the reflowed model's one step is already near them.
+# What it gives up: v at s = 1 becomes an answer, not a direction, so more steps no longer refine (README), and
+# a one-step map has no ODE, so the ODE's likelihood is no longer the density of what it samples.
+
+def distill_loss(model, x0, noise):
+    """|| (eps - x0) - v_theta(eps, 1) ||^2: the one Euler step eps - v_theta(eps, 1) against the pair's x0."""
+    s = torch.ones(x0.shape[0], device=x0.device)                                      # (B,) s = 1: the noise
+    return F.mse_loss(model(noise, s), noise - x0)
+
+def distill(model, pairs, cfg, generator=None):
+    """cfg.distill_steps steps of train() on distill_loss over the pairs (x0, eps). Returns their losses."""
+    x0, noise = pairs
+    return train(model, lambda rows: distill_loss(model, x0[rows], noise[rows]), len(x0),
+                 replace(cfg, steps=cfg.distill_steps), generator)
 
 
 # %% Evaluation: how close are generated points to the spiral, and do they cover all of it?
@@ -455,17 +538,17 @@ def nearest_distance(a, b, chunk=2048):
 
 def evaluate(points, generator=None, noise=Config.noise):
     """Precision: distance from each point to the nearest of 20,000 fresh real points, relative to the data's
-    RMS radius (median, 90th percentile, share beyond 10 %). Recall: median distance from fresh real points to
-    the nearest point, over the same median between two fresh real sets: 1.0 = covered evenly. The real
-    points have the jitter `noise` of the data the model learned."""
+    RMS radius (median, 90th percentile, share beyond 10 %). Coverage, nn_ratio: the median distance from fresh
+    real points to the nearest point, over the same median between two fresh real sets: 1.0 = covered evenly,
+    above 1 = gaps. The real points have the jitter `noise` of the data the model learned."""
     points = points.double().cpu()
     ref = make_data(20_000, generator, noise).double()
     rms = (ref - ref.mean(0)).pow(2).sum(1).mean().sqrt()
     dist = nearest_distance(points, ref) / rms
     real_a, real_b = (make_data(len(points), generator, noise).double() for _ in range(2))  # two fresh real sets
-    recall = nearest_distance(real_a, points).median() / nearest_distance(real_a, real_b).median()
+    ratio = nearest_distance(real_a, points).median() / nearest_distance(real_a, real_b).median()
     return dict(median=dist.median().item(), p90=dist.quantile(0.9).item(),
-                outliers=(dist > 0.1).double().mean().item(), recall=recall.item())
+                outliers=(dist > 0.1).double().mean().item(), nn_ratio=ratio.item())
 
 def straightness(trajectory):
     """How straight the sampling paths are: the mean path length over the mean distance from start to end, for
@@ -475,7 +558,7 @@ def straightness(trajectory):
     return (length.mean() / (path[-1] - path[0]).norm(dim=1).mean()).item()
 
 QUALITY = {"median": "median distance", "p90": "90th pct dist.", "outliers": "outliers >10%",
-           "recall": "recall (1=even)"}
+           "nn_ratio": "NN ratio (1=even)"}
 
 
 # %% Likelihood: how much probability the model puts where the data is, in nats, against the data's own density
@@ -507,7 +590,7 @@ def log_likelihood(model, x, steps=100):
     """log p_model(x) of a flow model, float64 (n,). A flow model is a continuous normalizing flow (Chen et al.
     2018, Neural ODEs; Grathwohl et al. 2019, FFJORD): along dx/ds = v_theta(x, s) the density changes as
     d log p_s(x_s) / ds = -div v_theta(x_s, s) (Chen et al., Theorem 1), so carrying x from s = 0 to s = 1,
-        log p_0(x) = log N(x_1; 0, I) + int_0^1 div v_theta(x_s, s) ds.
+        log p(x) = log N(x at s = 1; 0, I) + int_0^1 div v_theta(x_s, s) ds.
     K midpoint steps on s_i = (i/K)^2: the divergence peaks where s reaches the jitter's scale, but the learned
     velocity changes at every s, so the steps shrink towards s = 0 and yet stay short all the way to s = 1."""
     s = [(i / steps) ** 2 for i in range(steps + 1)]                     # s_0 = 0 (data) .. s_K = 1 (noise)
@@ -526,7 +609,7 @@ def log_likelihood(model, x, steps=100):
     hs = torch.tensor(s, dtype=torch.float64).diff()                     # (K,) the steps h in s
     log_det = (hs[:, None] * torch.stack(divs).cpu().double()).sum(0)    # int_0^1 div v ds, float64: (K, n) -> (n,)
     x = x.cpu().double()
-    return log_det - x.pow(2).sum(1) / 2 - math.log(2 * math.pi)         # log N(x_1; 0, I) in 2-D, + log_det
+    return log_det - x.pow(2).sum(1) / 2 - math.log(2 * math.pi)         # log N(x at s = 1; 0, I) in 2-D, + log_det
 
 @torch.no_grad()
 def nll_bound(model, x0, schedule, draws=2, generator=None, terms=False):
@@ -536,9 +619,10 @@ def nll_bound(model, x0, schedule, draws=2, generator=None, terms=False):
     |mu~ - mu_theta|^2 / (2 sigma_t^2); mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t) and
     mu~ the same with the true eps, so
         L_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) |eps - eps_theta(x_t, t)|^2,
-    Algorithm 1's loss (eq. 14) with the weight it drops. Row 0: the decoder -log N(x0; mu_theta(x_0, 0), beta_0 I)
-    (sigma_0^2 = beta_0, as beta~_0 = 0); 1 - abar_0 = beta_0 makes x0 - mu_theta = sqrt(beta_0 / alpha_0) (eps_theta
-    - eps): the same weight at t = 0, plus (d/2) log(2 pi beta_0). Row T: the prior KL(q(x_{T-1} | x0) || N(0, I))."""
+    Algorithm 1's loss (eq. 14) with the weight it drops. Row 0: the decoder -log N(x0; mu_theta(x_t, 0), beta_0 I)
+    of the first noisy step x_t, t = 0 (sigma_0^2 = beta_0, as beta~_0 = 0); 1 - abar_0 = beta_0 makes x0 - mu_theta =
+    sqrt(beta_0 / alpha_0) (eps_theta - eps): the same weight at t = 0, plus (d/2) log(2 pi beta_0). Row T: the prior
+    KL(q(x_{T-1} | x0) || N(0, I))."""
     f64 = {name: value.cpu().double() for name, value in schedule.items()}
     beta, alpha, abar = f64["betas"], f64["alphas"], f64["alpha_bars"]
     one_minus_abar = f64["sqrt_one_minus_alpha_bars"] ** 2               # float32 1 - abar_0 would lose digits
@@ -608,42 +692,51 @@ def run(cfg):
     eval_gen = torch.Generator().manual_seed(seed(3))                   # fresh real data for the metrics
     reflow_gen = torch.Generator(device=device).manual_seed(seed(5))    # reflow's pairs and its batches
     bound_gen = torch.Generator(device=device).manual_seed(seed(6))     # the noise of DDPM's bound
+    distill_gen = torch.Generator(device=device).manual_seed(seed(7))   # distillation's batches (and pairs)
 
     ckpt = check_run(cfg)                                               # refuse what cannot work, before work
+    flow = cfg.objective == "flow"
     schedule = ckpt["schedule"] if ckpt else make_schedule(cfg.timesteps, cfg.schedule)
     schedule = {name: value.to(device) for name, value in schedule.items()}
-    model = build_model(cfg.model, cfg, schedule).to(device)
+    model = network(cfg, schedule).to(device)
     check_memory(cfg, model, device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"config: {asdict(cfg)}\ndevice: {device}")
     print(f"model: {cfg.model}, {n_params:,} parameters; alpha_bar at t = T-1: {schedule['alpha_bars'][-1]:.2e}")
     data = make_data(cfg.num_train, data_gen, cfg.noise).to(device)
 
-    losses, train_time = torch.zeros(0), 0.0
+    losses, times, stages = torch.zeros(0), dict(train=0.0, reflow=0.0, distill=0.0), {}
     if ckpt is None:
         start = time.perf_counter()
-        losses = train(model, data, schedule, cfg, train_gen).cpu()
-        train_time = time.perf_counter() - start
+        losses = train(model, batch_loss(cfg, model, data, schedule, train_gen), len(data), cfg, train_gen).cpu()
+        times["train"] = time.perf_counter() - start
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
-        print(f"trained {cfg.steps} steps in {train_time:.1f}s ({cfg.steps / train_time:.0f} steps/s)")
+        print(f"trained {cfg.steps} steps in {times['train']:.1f}s ({cfg.steps / times['train']:.0f} steps/s)")
     else:
-        model.load_state_dict(ckpt["model"])
-        print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
-    reflowed = ckpt.get("reflowed", 0) if ckpt else 0                  # how many times its weights were reflowed
-    base, reflow_time = model, 0.0
+        load_weights(model, ckpt, cfg)
+    done = {key: ckpt.get(key, 0) if ckpt else 0 for key in ("reflowed", "distilled")}   # done to the weights
+    before, pairs = {}, None                                            # the models before, for reflow.png
     if cfg.reflow:
-        base = copy.deepcopy(model).eval()                              # the flow model before, for the figure
-        start = time.perf_counter()
-        losses = torch.cat([losses, reflow(model, cfg, device, reflow_gen).cpu()])
-        reflow_time = time.perf_counter() - start
-        reflowed += 1
-        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, reflowed)
-        print(f"reflowed on {cfg.reflow_pairs} pairs ({cfg.reflow_steps} steps) in {reflow_time:.1f}s")
+        before["flow model"] = copy.deepcopy(model).eval()
+        start, stages["reflow"] = time.perf_counter(), len(losses)
+        pairs = reflow_pairs(model.eval(), cfg.reflow_pairs, device, reflow_gen)
+        losses = torch.cat([losses, reflow(model, pairs, cfg, reflow_gen).cpu()])
+        times["reflow"], done["reflowed"] = time.perf_counter() - start, done["reflowed"] + 1
+        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, **done)
+        print(f"reflowed on {cfg.reflow_pairs} pairs ({cfg.reflow_steps} steps) in {times['reflow']:.1f}s")
+    if cfg.distill:
+        before["reflowed"] = copy.deepcopy(model).eval()
+        start, stages["distill"] = time.perf_counter(), len(losses)
+        pairs = pairs or reflow_pairs(model.eval(), cfg.reflow_pairs, device, distill_gen)  # --load: its own pairs
+        losses = torch.cat([losses, distill(model, pairs, cfg, distill_gen).cpu()])
+        times["distill"], done["distilled"] = time.perf_counter() - start, done["distilled"] + 1
+        save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule, **done)
+        print(f"distilled on {len(pairs[0])} pairs ({cfg.distill_steps} steps) in {times['distill']:.1f}s")
 
     model.eval()
     print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
     start = time.perf_counter()
-    paths = cfg.plots or cfg.objective == "flow"                        # keep x after every step (a copy to the
+    paths = cfg.plots or flow                                           # keep x after every step (a copy to the
     traj = [] if paths else None                                        # host each): figures, flow's straightness
     samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
@@ -655,31 +748,53 @@ def run(cfg):
     scored = samples[:20_000]                        # score at most 20,000: plenty, and it stays quick
     quality = evaluate(scored, eval_gen, cfg.noise)
     real = evaluate(make_data(len(scored), eval_gen, cfg.noise), eval_gen, cfg.noise)
-    likelihood, note = None, "--noise 0: the data lie on a curve, with no density in the plane to compare against"
-    if cfg.noise > 0:                                        # as many real points as samples, 100 to 1,000
+    likelihood, note = None, likelihood_note(cfg, done["distilled"])
+    if note is None:                                         # as many real points as samples, 100 to 1,000
         points = make_data(min(max(cfg.num_samples, 100), 1000), eval_gen, cfg.noise).to(device)   # (KL +- 0.02)
-        likelihood, note = kl_to_data(model, points, schedule, cfg.objective, cfg.noise, bound_gen), None
-    metrics = dict(quality=quality, real=real, train_seconds=train_time, sample_seconds=sample_time,
-                   steps_per_second=cfg.steps / train_time if train_time else None, parameters=n_params,
-                   device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective,
-                   eta=cfg.eta, straightness=straightness(traj) if paths else None, reflowed=reflowed, reflow_seconds=reflow_time,
-                   likelihood=likelihood, likelihood_note=note)
+        likelihood = kl_to_data(model, points, schedule, cfg.objective, cfg.noise, bound_gen)
+    metrics = dict(quality=quality, real=real, train_seconds=times["train"], sample_seconds=sample_time,
+                   steps_per_second=cfg.steps / times["train"] if times["train"] else None, parameters=n_params,
+                   device=str(device), sampler=cfg.sampler, model=cfg.model, objective=cfg.objective, eta=cfg.eta,
+                   straightness=straightness(traj) if paths else None, **done, reflow_seconds=times["reflow"],
+                   distill_seconds=times["distill"], likelihood=likelihood, likelihood_note=note)
     print(f"quality{'generated':>27}   real data")
     for key in quality:
         print(f"  {QUALITY[key]:22} {quality[key]:9.4f}   {real[key]:9.4f}")
     if likelihood:
-        how = "exact, by the ODE" if cfg.objective == "flow" else "DDPM's bound: NLL and KL at most"
+        how = "exact, by the ODE" if flow else "DDPM's bound: NLL and KL at most"
         print(f"likelihood of {likelihood['points']} real points ({how}): NLL {likelihood['nll']:.3f} nats, data "
               f"entropy {likelihood['entropy']:.3f}, KL {likelihood['kl']:.3f} +- {likelihood['kl_stderr']:.3f}")
     else:
         print(f"likelihood: none ({note})")
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
-        plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj)
-    if cfg.plots and cfg.reflow:
-        plot_reflow(cfg, base, model, schedule, device)
+        plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj,
+                 stages)
+    if cfg.plots and before:
+        plot_fewer_calls(cfg, {**before, ("distilled" if cfg.distill else "reflowed"): model}, schedule, device)
     print(f"outputs in {cfg.out}/")
     return metrics
+
+def likelihood_note(cfg, distilled):
+    """Why the likelihood is not computed, or None."""
+    if cfg.noise == 0:
+        return "--noise 0: the data lie on a curve, with no density in the plane to compare against"
+    if cfg.noise < 1e-3:
+        return (f"--noise {cfg.noise:g}: the data's density would be a mixture of over 40,000 Gaussians along the "
+                "arc (as many as 40 / noise), too slow; use --noise 0.001 or more")
+    if distilled:
+        return "a distilled model samples by one step, a map with no ODE whose density could be integrated"
+    return None
+
+def network(cfg, schedule):
+    """The network a run of cfg trains: DDPM's (build_model) or, for --objective flow, flow matching's."""
+    return flow_model(cfg.model, cfg) if cfg.objective == "flow" else build_model(cfg.model, cfg, schedule)
+
+def batch_loss(cfg, model, data, schedule, generator=None):
+    """What a run of cfg minimises: the loss on the rows `rows` of data, for train()."""
+    if cfg.objective == "flow":
+        return lambda rows: flow_loss(model, data[rows], generator)
+    return lambda rows: diffusion_loss(model, data[rows], schedule, generator)
 
 # %% Checks: a user's mistake ends before any work, in one line
 
@@ -696,10 +811,17 @@ def check_run(cfg):
     cfg.sampler = fits[0] if cfg.sampler == "auto" else cfg.sampler
     if cfg.sampler not in fits:
         raise UsageError(f"--sampler {cfg.sampler} does not fit --objective {cfg.objective}: use {' or '.join(fits)}")
-    if cfg.reflow and cfg.objective != "flow":
-        raise UsageError("--reflow straightens a flow model's paths: add --objective flow (or --load a flow model)")
-    if not cfg.reflow and (cfg.reflow_pairs, cfg.reflow_steps) != (Config.reflow_pairs, Config.reflow_steps):
-        raise UsageError("--reflow-pairs and --reflow-steps set up --reflow: add --reflow")
+    if (cfg.reflow or cfg.distill) and cfg.objective != "flow":
+        raise UsageError("--reflow and --distill work on a flow model's paths: add --objective flow (or --load a "
+                         "flow model)")
+    if cfg.distill and not cfg.reflow and not (ckpt or {}).get("reflowed"):
+        raise UsageError("--distill learns a reflowed model's one step: add --reflow (or --load a reflowed model)")
+    if not cfg.reflow and cfg.reflow_steps != Config.reflow_steps:
+        raise UsageError("--reflow-steps sets up --reflow: add --reflow")
+    if not (cfg.reflow or cfg.distill) and cfg.reflow_pairs != Config.reflow_pairs:
+        raise UsageError("--reflow-pairs sets up --reflow or --distill: add one of them")
+    if not cfg.distill and cfg.distill_steps != Config.distill_steps:
+        raise UsageError("--distill-steps sets up --distill: add --distill")
     if cfg.eta and cfg.sampler not in ("ddim", "euler"):
         raise UsageError(f"--eta adds noise to ddim or euler steps; --sampler {cfg.sampler} takes none")
     if cfg.sampler in ("ddim", "dpm") and cfg.sample_steps > cfg.timesteps:
@@ -733,7 +855,7 @@ def check_memory(cfg, model, device):
     steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if paths else 0
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
-                          ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow else 0, layers + 3 * data)]:
+                          ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow or cfg.distill else 0, layers + 3 * data)]:
         if n * each > have:
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
@@ -781,9 +903,9 @@ def number(kind, low=None, high=None):
 
 # %% Files: checkpoint, results
 
-def save_checkpoint(path, model, cfg, schedule, reflowed=0):
+def save_checkpoint(path, model, cfg, schedule, reflowed=0, distilled=0):
     tmp = path + ".tmp"
-    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(), reflowed=reflowed,
+    torch.save(dict(script=PROG, config=asdict(cfg), model=model.state_dict(), reflowed=reflowed, distilled=distilled,
                     schedule={name: value.cpu() for name, value in schedule.items()}), tmp)
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken model.pt
 
@@ -800,6 +922,13 @@ def load_checkpoint(cfg):
     for key in SAVED:
         setattr(cfg, key, getattr(saved, key))
     return ckpt
+
+def load_weights(model, ckpt, cfg):
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:  # an older version of this script named or shaped its layers otherwise
+        raise UsageError(f"--load {cfg.load}: written by another version of {PROG}; retrain without --load")
+    print(f"loaded {cfg.load}: a {cfg.model} for T={cfg.timesteps}, {cfg.schedule} schedule (the checkpoint's)")
 
 def save_results(out, samples, metrics, losses):
     np.save(os.path.join(out, "samples.npy"), samples.numpy())
@@ -819,13 +948,13 @@ def save(fig, out, name):
         display(fig)
     plt.close(fig)
 
-def plot_loss(out, losses, objective, reflow_from=None):
+def plot_loss(out, losses, objective, stages):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
     k = max(1, len(losses) // 50)
     ax.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, "valid"), label=f"mean of {k}")
-    if reflow_from is not None:
-        ax.axvline(reflow_from, color="0.5", ls="--", label="reflow: its own pairs from here")
+    for (stage, step), ls in zip(stages.items(), ["--", ":"]):   # where reflow and distillation began
+        ax.axvline(step, color="0.5", ls=ls, label=f"{stage}: on the pairs from here")
     what = "velocity (flow matching)" if objective == "flow" else "noise (DDPM Algorithm 1)"
     ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error", title=f"Training loss: predicted {what}")
     ax.legend()
@@ -849,48 +978,49 @@ def scatter(ax, x, title, color="C0"):
     ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5, color=color)
     ax.set(title=title, xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xlabel="x", ylabel="y")
 
-def row(out, name, title, panels, colors=None):
-    """Point clouds (or paths) side by side, one panel per (x, panel title)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 4.5), squeeze=False)
-    for ax, (x, panel_title), color in zip(axes.flat, panels, colors or ["C0"] * len(panels)):
+def grid(out, name, title, rows, colors=None):
+    """Point clouds (or paths) in rows of panels, one panel per (x, panel title)."""
+    fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(3.7 * len(rows[0]), 4.2 * len(rows)), squeeze=False)
+    for ax, (x, panel_title), color in zip(axes.flat, sum(rows, []), colors or ["C0"] * len(axes.flat)):
         scatter(ax, x, panel_title, color)
     fig.suptitle(title)
     save(fig, out, name)
 
-def plot_all(cfg, data, schedule, losses, samples, traj):
+def plot_all(cfg, data, schedule, losses, samples, traj, stages):
     out, T, n = cfg.out, len(schedule["betas"]), len(data)
     a, b = schedule["sqrt_alpha_bars"], schedule["sqrt_one_minus_alpha_bars"]     # x = a x0 + b eps at step t
     if cfg.objective == "flow":                                                   # the straight path, s = (t + 1) / T
         a, b = 1 - torch.arange(1, T + 1) / T, torch.arange(1, T + 1) / T
     g = torch.Generator().manual_seed(0)                                         # the forward figure's noise
     noisy = lambda t: a[t] * data + b[t] * torch.randn(data.shape, generator=g)   # as q_sample: x = a x0 + b eps
-    row(out, "forward.png", f"Forward process ({cfg.objective}): the spiral dissolves into N(0, I) noise",
-        [(noisy(t), f"x = {a[t]:.3f} x0 + {b[t]:.3f} eps") for t in [0, T // 10, 3 * T // 10, T - 1]])
+    grid(out, "forward.png", f"Forward process ({cfg.objective}): the spiral dissolves into N(0, I) noise",
+        [[(noisy(t), f"x = {a[t]:.3f} x0 + {b[t]:.3f} eps") for t in [0, T // 10, 3 * T // 10, T - 1]]])
     if len(losses):  # none after --load
-        plot_loss(out, losses, cfg.objective, len(losses) - cfg.reflow_steps if cfg.reflow else None)
+        plot_loss(out, losses, cfg.objective, stages)
     shown = samples[:n]
-    row(out, "samples.png", "", [(data[:len(shown)], f"original spiral ({len(shown)} points)"),
-                                 (shown, f"generated from noise ({len(shown)} points)")], colors=["C1", "C0"])
+    grid(out, "samples.png", "", [[(data[:len(shown)], f"original spiral ({len(shown)} points)"),
+                                   (shown, f"generated from noise ({len(shown)} points)")]], colors=["C1", "C0"])
     traj = [x[:n] for x in traj]                                                 # the points shown
     snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
     paths = [(torch.stack(traj)[:, :100], f"paths of 100 points, {straightness(traj):.2f}x\nas long as straight lines")]
     if cfg.sampler == "ddpm" or cfg.eta:                                         # fresh noise at every step: the
         paths = []                                                               # paths are a tangle, not drawn
-    row(out, "reverse.png", f"Reverse process ({cfg.sampler}): from pure noise to samples",
-        [(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps] + paths)
+    grid(out, "reverse.png", f"Reverse process ({cfg.sampler}): from pure noise to samples",
+         [[(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps] + paths])
 
     if cfg.gif:
         animate(out, traj, scatter, (4.5, 4.5))
 
-def plot_reflow(cfg, base, model, schedule, device):
-    """reflow.png: the flow model's samples in 1 and 2 Euler steps beside the reflowed model's, at the same calls."""
-    panels = []
-    for name, net in [("flow model", base), ("reflowed", model)]:
+def plot_fewer_calls(cfg, models, schedule, device):
+    """reflow.png: each model's samples in 1 and 2 Euler steps from the same noise (the flow model, reflowed,
+    distilled), with the share of stray points."""
+    panels = [[], []]
+    for name, net in models.items():
         for k in (1, 2):
             x = sample(net, cfg.num_samples, schedule, "euler", k, torch.Generator(device=device).manual_seed(cfg.seed))
             stray = evaluate(x.cpu(), torch.Generator().manual_seed(0), cfg.noise)["outliers"]
-            panels.append((x.cpu(), f"{name}, {k} Euler step{'s' * (k > 1)}\n{stray:.1%} of the points stray"))
-    row(cfg.out, "reflow.png", "Reflow: the same network calls, before and after", panels)
+            panels[k - 1].append((x.cpu(), f"{name}, {k} Euler step{'s' * (k > 1)}: {stray:.1%} stray"))
+    grid(cfg.out, "reflow.png", "Fewer calls: the same noise, the same network calls", panels)
 
 # %% Run the lesson (a script, or a notebook cell: main() reads the flags, ignoring a kernel's own)
 if __name__ == "__main__":

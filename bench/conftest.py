@@ -3,7 +3,7 @@ tests/, is in the root conftest.py; the timing helpers are in timing.py)."""
 import pytest
 import torch
 
-from timing import describe
+from timing import batch_loss, describe
 
 MODELS = ["mlp", "unet"]
 DEVICES = [
@@ -35,7 +35,7 @@ def setup(script, kind, device, objective, benchmark):
     schedule and model on the device; common extra_info filled in."""
     cfg = script.parse_args(["--model", kind, "--objective", objective])
     schedule = script.make_schedule(cfg.timesteps, cfg.schedule, device)
-    model = script.build_model(kind, cfg, schedule).to(device)
+    model = script.network(cfg, schedule).to(device)
     benchmark.extra_info.update(device=describe(device), torch=torch.__version__,
                                 threads=torch.get_num_threads(),
                                 parameters=sum(p.numel() for p in model.parameters()))
@@ -57,8 +57,8 @@ def trained(script, kind, device, objective, setup):
     if key not in _trained:
         steps, log_every = cfg.steps, cfg.log_every
         cfg.steps = cfg.log_every = TRAIN_BEFORE_SAMPLING
-        data = script.make_data(10_000, torch.Generator().manual_seed(0)).to(device)
-        script.train(model, data, schedule, cfg, torch.Generator(device=device).manual_seed(0),
+        gen = torch.Generator(device=device).manual_seed(0)
+        script.train(model, batch_loss(script, cfg, model, schedule, device, gen), 10_000, cfg, gen,
                      log=lambda *args: None)
         cfg.steps, cfg.log_every = steps, log_every
         _trained[key] = {k: v.clone() for k, v in model.state_dict().items()}

@@ -6,7 +6,7 @@ Run: pytest bench --benchmark-only     (see bench/README.md)
 import pytest
 import torch
 
-from timing import loop_efficiency, timed
+from timing import batch_loss, loop_efficiency, timed
 
 TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
 NUM_SAMPLES = 1000    # batch of the sampling loops
@@ -19,11 +19,10 @@ LIKELIHOOD_POINTS = 1000
 def test_train_step(benchmark, script, kind, device, objective, setup):
     cfg, schedule, model = setup
     cfg.steps, cfg.log_every = TRAIN_STEPS, TRAIN_STEPS          # one loss read (a sync) at the end
-    data = script.make_data(10_000, torch.Generator().manual_seed(0)).to(device)
     gen = torch.Generator(device=device).manual_seed(0)
-    quiet = lambda *args: None
+    loss, quiet = batch_loss(script, cfg, model, schedule, device, gen), lambda *args: None
     benchmark.group = f"{script.__name__} {kind} train {objective} ({TRAIN_STEPS} steps, batch {cfg.batch_size})"
-    benchmark.pedantic(timed(lambda: script.train(model, data, schedule, cfg, gen, log=quiet), device),
+    benchmark.pedantic(timed(lambda: script.train(model, loss, 10_000, cfg, gen, log=quiet), device),
                        rounds=5, warmup_rounds=1, iterations=1)
     if benchmark.disabled:  # --benchmark-disable: the code ran once, unmeasured
         return

@@ -125,8 +125,12 @@ BAD_FLAGS = {
     "eta-with-ddpm": (["--eta", "1"], "--sampler ddpm takes none"),             # was silently ignored
     "eta-with-dpm": (["--sampler", "dpm", "--eta", "0.5"], "--sampler dpm takes none"),
     "eta-with-midpoint": (["--objective", "flow", "--sampler", "midpoint", "--eta", "1"], "--sampler midpoint"),
-    "reflow-for-eps": (["--reflow"], "--reflow straightens a flow model"),
+    "reflow-for-eps": (["--reflow"], "add --objective flow"),
+    "distill-for-eps": (["--distill"], "add --objective flow"),
+    "distill-without-reflow": (["--objective", "flow", "--distill"], "add --reflow"),
+    "distill-steps-alone": (["--objective", "flow", "--distill-steps", "5"], "add --distill"),
     "reflow-steps-alone": (["--objective", "flow", "--reflow-steps", "5"], "add --reflow"),
+    "reflow-pairs-alone": (["--objective", "flow", "--reflow-pairs", "5"], "add one of them"),
     "reflow-pairs-beyond-memory": (["--objective", "flow", "--reflow", "--reflow-pairs", "100000000000"], "GiB"),
     "timesteps-1": (["--timesteps", "1"], "--timesteps"),
     "seed-beyond-torch": (["--seed", "99999999999999999999"], "--seed"),      # torch takes seeds < 2**64

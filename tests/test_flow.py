@@ -151,7 +151,7 @@ def test_flow_model_takes_s_in_0_1(script):
     sees s on the scale the steps use (0 .. 1000, as an eps model's t of T)."""
     torch.manual_seed(0)
     cfg = script.Config(objective="flow")
-    model = script.build_model("mlp", cfg, script.make_schedule(cfg.timesteps)).eval()
+    model = script.flow_model("mlp", cfg).eval()
     eps_model = script.build_model("mlp", script.Config(), script.make_schedule(cfg.timesteps)).eval()
     assert model.timesteps == 1 and eps_model.timesteps == cfg.timesteps
     x = script.make_data(16, torch.Generator().manual_seed(0))

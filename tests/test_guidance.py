@@ -18,8 +18,8 @@ sine = import_script("diffusion_sine")
 def test_guided_predictor_at_w_0_and_1_is_the_unconditional_and_the_conditional():
     torch.manual_seed(0)
     cfg = sine.Config()
-    model = sine.build_model("mlp", cfg, sine.make_schedule(cfg.timesteps, cfg.schedule)).eval()
-    torch.nn.init.normal_(model.cond.null)                             # a trained, non-zero "no label" vector
+    model = sine.Conditional(sine.build_model("mlp", cfg, sine.make_schedule(cfg.timesteps, cfg.schedule))).eval()
+    torch.nn.init.normal_(model.null)                             # a trained, non-zero "no label" vector
     x, t = torch.randn(32, 64), torch.randint(0, cfg.timesteps, (32,))
     freq = 1 + 4 * torch.rand(32)
     with torch.no_grad():
@@ -73,8 +73,10 @@ def test_labels_are_hidden_at_the_configured_rate(rate):
     seen = []
     model = lambda x, t, freq=None: seen.append(freq) or torch.zeros_like(x)
     n = 20_000
-    sine.diffusion_loss(model, torch.zeros(n, 64), sine.make_schedule(), torch.Generator().manual_seed(0),
-                        freq=torch.full((n,), 2.0), label_drop=rate)
+    cfg = sine.Config(label_drop=rate)
+    loss = sine.batch_loss(cfg, model, torch.zeros(n, 64), sine.make_schedule(), torch.Generator().manual_seed(0),
+                           torch.full((n,), 2.0))
+    loss(torch.arange(n))                                              # one batch: every row once
     hidden = seen[0].isnan().double().mean().item()
     assert hidden == pytest.approx(rate, abs=5 * math.sqrt(rate * (1 - rate) / n) + 1e-12)
     assert (seen[0][~seen[0].isnan()] == 2.0).all()
@@ -93,7 +95,7 @@ def test_checkpoints_with_and_without_the_condition(tmp_path):
 
     assert run_main(sine, *TINY, "--no-condition", "--no-plots", "--out", tmp_path / "plain").code == 0
     ckpt = torch.load(tmp_path / "plain" / "model.pt", weights_only=True)
-    assert not any(k.startswith("cond.") for k in ckpt["model"]) and ckpt["config"]["condition"] is False
+    assert not any(k.startswith(("null", "mlp.", "net.")) for k in ckpt["model"]) and ckpt["config"]["condition"] is False
     again = run_main(sine, *TINY, "--no-plots", "--load", tmp_path / "plain" / "model.pt", "--out", tmp_path / "a")
     assert again.code == 0, again.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "a" / "samples.npy"), np.load(tmp_path / "plain" / "samples.npy"))

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from helpers import run_loss, training_data
+
 
 @pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 10), ("dpm", 10), ("euler", 10), ("midpoint", 5)])
 def test_sampling_loop_never_reads_back(script, sampler, steps):
@@ -27,10 +29,12 @@ def test_training_loop_reads_back_only_to_log(script, monkeypatch, objective):
     monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay, **fused: torch.optim.SGD(params, lr=lr))
     cfg = script.Config(steps=20, log_every=10, batch_size=16, objective=objective)
     schedule = script.make_schedule(cfg.timesteps, cfg.schedule)
-    model = script.build_model("mlp", cfg, schedule)
+    model = script.network(cfg, schedule)
+    data, labels = training_data(script, 64)
+    gen = torch.Generator().manual_seed(0)
     lines = []
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        script.train(model, script.make_data(64), schedule, cfg,
-                     torch.Generator().manual_seed(0), log=lines.append)
+        script.train(model, run_loss(script, cfg, model, data, labels, schedule, gen), len(data), cfg, gen,
+                     log=lines.append)
     reads = sum(e.count for e in prof.key_averages() if e.key == "aten::item")
     assert len(lines) == 2 and reads == 2

@@ -118,13 +118,27 @@ def test_q_sample_matches_iterated_forward_process(script):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_posterior_matches_bayes_rule(script, kind):
-    """Mean coefficients and variance against the product of the Gaussians q(x_{t-1}|x0) q(x_t|x_{t-1})."""
+def test_ddpm_step_is_the_posterior_of_bayes_rule(script, kind):
+    """Every DDPM step, given the true noise (data = one point x0), is a draw from q(x_{t-1} | x_t, x0): mean
+    coef1 x0 + coef2 x_t and variance from the product of the Gaussians q(x_{t-1}|x0) q(x_t|x_{t-1}), with the
+    same z the sampler drew (replayed from its generator)."""
     s = script.make_schedule(100, kind)
     ref = reference_schedule(100, kind)
-    for key in ["posterior_mean_coef1", "posterior_mean_coef2", "posterior_variance"]:
-        np.testing.assert_allclose(s[key].double().numpy(), ref[key], rtol=1e-4, atol=1e-7, err_msg=key)
+    np.testing.assert_allclose(s["posterior_variance"].double().numpy(), ref["posterior_variance"], rtol=1e-4,
+                               atol=1e-7)
     assert s["posterior_variance"][0] == 0, "no noise at the last step"
+    shape = data_shape(script)
+    x0 = torch.linspace(-0.7, 0.7, math.prod(shape)).view(shape)
+    x = torch.randn(64, *shape, generator=torch.Generator().manual_seed(1))
+    steps = [x] + list(script.ddpm(dirac_predictor(script, s, x0), x, s, torch.Generator().manual_seed(2)))
+    replay = torch.Generator().manual_seed(2)
+    for i, t in enumerate(range(99, -1, -1)):
+        z = torch.randn(x.shape, generator=replay).double()
+        x_t = steps[i].double()
+        want = ref["posterior_mean_coef1"][t] * x0.double() + ref["posterior_mean_coef2"][t] * x_t
+        want = want + math.sqrt(ref["posterior_variance"][t]) * z
+        torch.testing.assert_close(steps[i + 1].double(), want, rtol=0, atol=1e-4 * (1 + x_t.abs().max().item()),
+                                   msg=f"step t = {t}")
 
 
 # -----------------------------------------------------------------------------

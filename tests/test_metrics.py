@@ -93,13 +93,13 @@ def test_zero_output_is_the_exact_denoiser_of_gaussian_data(kind):
 
 
 # -----------------------------------------------------------------------------
-# Spiral: precision, outliers, recall
+# Spiral: precision, outliers, coverage (the nearest-neighbour ratio)
 
 
 def test_spiral_metrics_of_real_points_are_perfect():
     q = spiral.evaluate(spiral.make_data(2000, gen(1)), gen(2))
     assert q["median"] < 0.005 and q["outliers"] == 0.0
-    assert q["recall"] == pytest.approx(1.0, abs=0.1)
+    assert q["nn_ratio"] == pytest.approx(1.0, abs=0.1)
 
 
 def test_spiral_metrics_catch_blurred_points():
@@ -116,7 +116,7 @@ def test_spiral_metrics_catch_a_partly_covered_spiral():
     inner = real[real.norm(dim=1) < real.norm(dim=1).quantile(1 / 3)]
     q = spiral.evaluate(inner, gen(2))
     assert q["median"] < 0.005 and q["outliers"] == 0.0                # precision alone says "perfect" ...
-    assert q["recall"] > 3                                             # ... recall sees what is missing
+    assert q["nn_ratio"] > 3                                           # ... the ratio sees what is missing
 
 
 def test_sine_metrics_catch_a_missed_frequency_and_one_phase():

@@ -11,9 +11,9 @@ from helpers import ROOT, run_main
 README = (ROOT / "README.md").read_text()
 
 # every row the README's formula table must have; a row of one script says "-" for the other
-FORMULA_ROWS = ["schedules", "forward process", "training loss", "DDPM step", "x0 prediction", "DDIM step",
-                "DPM-Solver++(2M) step", "flow matching loss", "Euler step", "Euler step with eta", "midpoint step",
-                "reflow pairs", "classifier-free guidance", "label dropping", "preconditioning", "data density",
+FORMULA_ROWS = ["schedules", "forward process", "training loss", "DDPM step", "x0 prediction, Tweedie's formula",
+                "DDIM step", "DPM-Solver++(2M) step", "flow matching loss", "Euler step", "Euler step with eta",
+                "midpoint step", "reflow pairs", "distillation loss", "classifier-free guidance", "label dropping", "preconditioning", "data density",
                 "log-likelihood", "DDPM's bound"]
 SINE_ONLY = {"classifier-free guidance", "label dropping", "preconditioning"}
 SPIRAL_ONLY = {"data density", "log-likelihood", "DDPM's bound"}
