@@ -815,10 +815,11 @@ def run(cfg):
     print(f"sampling {cfg.num_samples} with {cfg.sampler}{asked} ...")
     start = time.perf_counter()
     paths = cfg.plots or flow                                           # keep x after every step (a copy to the
-    traj = [] if paths else None                                        # host each): figures, flow's straightness
+    traj, calls = ([] if paths else None), []                           # host each): figures, flow's straightness
     net, labels = model, None                                           # (x_t, t) -> eps, what sample() calls
     if cfg.condition:
         net, labels = conditional_predictor(model, cfg.num_samples, cfg.frequency, cfg.guidance, label_gen)
+    net = recorder(net, calls, 3) if cfg.plots else net                 # and its calls, for reverse.png
     samples = sample(net, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
@@ -843,7 +844,7 @@ def run(cfg):
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
         plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj,
-                 stages)
+                 stages, calls)
     if cfg.plots and cfg.frequency:
         plot_guidance(cfg, model, schedule, torch.Generator(device=device).manual_seed(cfg.seed))
     if cfg.plots and before:
@@ -1027,7 +1028,11 @@ def save(fig, out, name):
         display(fig)
     plt.close(fig)
 
+LOSS_FLOOR = (0.031, "a wave is fixed by 2 numbers: x_t tells the\nnoise in 62 of its 64 directions, not along the waves")  # make_img.sh
+
 def plot_loss(out, losses, objective, stages):
+    """loss.png, and why it stays above 0: x_t does not determine the noise that made it (LOSS_FLOOR: the loss of
+    the exact predictor E[eps | x_t], the best any network can do, at the defaults)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
     k = max(1, len(losses) // 50)
@@ -1035,7 +1040,11 @@ def plot_loss(out, losses, objective, stages):
     for (stage, step), ls in zip(stages.items(), ["--", ":"]):   # where reflow and distillation began
         ax.axvline(step, color="0.5", ls=ls, label=f"{stage}: on the pairs from here")
     what = "velocity (flow matching)" if objective == "flow" else "noise (DDPM Algorithm 1)"
-    ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error", title=f"Training loss: predicted {what}")
+    floor = LOSS_FLOOR[1] if objective == "eps" else "x_s does not determine the noise (nor the data) that made it"
+    if objective == "eps":  # the loss of E[eps | x_t] at the default data and schedule (measured by make_img.sh)
+        ax.axhline(LOSS_FLOOR[0], color="k", ls="-.", lw=0.8, label="the best prediction's, E[eps | x_t]")
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error",
+           title=f"Training loss: predicted {what}\nIt stays above 0: {floor}")
     ax.legend()
     save(fig, out, "loss.png")
 
@@ -1080,7 +1089,7 @@ def plot_guidance(cfg, model, schedule, generator):
     ax.legend()
     save(fig, cfg.out, "guidance.png")
 
-def plot_all(cfg, data, schedule, losses, samples, traj, stages):
+def plot_all(cfg, data, schedule, losses, samples, traj, stages, calls):
     out, T = cfg.out, len(schedule["betas"])
     a, b = schedule["sqrt_alpha_bars"], schedule["sqrt_one_minus_alpha_bars"]     # x = a x0 + b eps at step t
     if cfg.objective == "flow":                                                   # the straight path, s = (t + 1) / T
@@ -1096,10 +1105,13 @@ def plot_all(cfg, data, schedule, losses, samples, traj, stages):
     fig.suptitle(f"Forward process ({cfg.objective}): one sine wave dissolves into N(0, I) noise")
     save(fig, out, "forward.png")
 
+    plot_schedule(out, T)
     if len(losses):  # none after --load
         plot_loss(out, losses, cfg.objective, stages)
 
-    r2, freq, _, _ = fit_sines(samples[:16])
+    r2, freq, amp, phase = fit_sines(samples[:16])
+    residual = samples[:16].double() - amp[:, None] * torch.sin(freq[:, None] * X + phase[:, None])   # (16, 64)
+    residual = residual - residual.mean(1, keepdim=True)                         # less the fit's constant c
     fig = plt.figure(figsize=(15, 6.5))
     for sub, shown, name in zip(fig.subfigures(1, 2), [data[:16], samples[:16]], ["real", "generated"]):
         axes = sub.subplots(4, 4, sharex=True, sharey=True)
@@ -1109,22 +1121,59 @@ def plot_all(cfg, data, schedule, losses, samples, traj, stages):
                 continue
             waves(ax, shown[i:i + 1], ylim=1.6, color="C1" if name == "real" else "C0", xlabel="")
             if name == "generated":
+                ax.plot(X, 10 * residual[i], color="0.5", lw=0.8)
                 ax.set_title(f"R^2 = {r2[i]:.4f}, f = {freq[i]:.2f}", fontsize=8)
-        sub.suptitle(f"{name} waves" + (" (title: fit of a sin + b cos + c)" if name == "generated" else ""))
+        sub.suptitle(f"{name} waves" + (" (title: fit of a sin + b cos + c; grey: 10x what the fit misses)"
+                                        if name == "generated" else ""))
         sub.supxlabel("position x (radians)")
         sub.supylabel("value")
     save(fig, out, "samples.png")
 
-    traj = [x[:3] for x in traj]                                                 # the waves shown
-    snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the wave forms late
-    fig, axes = plt.subplots(1, len(snaps), figsize=(16, 3.2), sharey=True)
-    for ax, i in zip(axes, snaps):
-        waves(ax, traj[i], f"after {i} of {len(traj) - 1} steps")
-    axes[0].set_ylabel("value")
-    fig.suptitle(f"Reverse process ({cfg.sampler}): from pure noise to three generated waves")
-    save(fig, out, "reverse.png")
+    plot_reverse(cfg, schedule, calls, samples[:3])
     if cfg.gif:
-        animate(out, traj, waves, (6, 3.5))
+        animate(out, [x[:3] for x in traj], waves, (6, 3.5))
+
+def recorder(net, calls, n):
+    """net, keeping the input, time and prediction of its first n rows at every call, for reverse.png."""
+    def call(x, t):
+        out = net(x, t)
+        calls.append((x[:n].cpu(), t[:1].cpu(), out[:n].cpu()))
+        return out
+    return call
+
+def plot_reverse(cfg, schedule, calls, samples):
+    """reverse.png: three waves on the way from noise to data at five levels of noise, and below each the
+    network's x0_hat there (what it believes the clean waves to be); last, the samples."""
+    flow = cfg.objective == "flow"
+    noise = [t.item() if flow else schedule["sqrt_one_minus_alpha_bars"][t].item() for _, t, _ in calls]  # b in x
+    picks = sorted({min(range(len(calls)), key=lambda i: abs(noise[i] - b)) for b in (0.9, 0.6, 0.35, 0.15, 0.05)})
+    fig, axes = plt.subplots(2, len(picks) + 1, figsize=(2.6 * (len(picks) + 1), 5), sharex=True, squeeze=False)
+    for ax, i in zip(axes.T, picks):
+        x, t, out = calls[i]
+        x0_hat = x - t * out if flow else predict_x0(x, out, schedule["alpha_bars"][t])  # x0 = x - s v; Tweedie
+        waves(ax[0], x, f"{'s' if flow else 't'} = {t.item():.3g}: noise std {noise[i]:.2f}", xlabel="")
+        waves(ax[1], x0_hat, "the network's x0_hat", ylim=1.6)
+    waves(axes[0, -1], samples, "the samples", ylim=1.6, xlabel="")
+    axes[1, -1].axis("off")
+    fig.suptitle(f"Reverse process ({cfg.sampler}): three waves from noise to data (top); below each, the network's "
+                 "guess of the clean waves from that x (x0_hat)")
+    save(fig, cfg.out, "reverse.png")
+
+def plot_schedule(out, T):
+    """schedule.png: how much signal each step leaves (abar_t), and the log SNR, for the cosine schedule, the
+    linear one scaled for T, and Ho et al.'s 1e-4..0.02 unscaled at this T."""
+    curves = {"cosine": make_schedule(T, "cosine")["alpha_bars"].double(),
+              "linear, scaled by 1000/T": make_schedule(T, "linear")["alpha_bars"].double(),
+              "linear 1e-4..0.02, unscaled": torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, abar in curves.items():
+        axes[0].plot(abar, label=f"{name}: at t = T-1, {abar[-1]:.1e}")
+        axes[1].plot((abar / (1 - abar)).log(), label=name)
+    axes[0].set(xlabel="step t", ylabel="abar_t", title="abar_t in x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps:\n"
+                "sampling starts from N(0, I), so at t = T-1 it must be near 0")
+    axes[1].set(xlabel="step t", ylabel="log(abar_t / (1 - abar_t))", title="log signal-to-noise ratio")
+    axes[0].legend()
+    save(fig, out, "schedule.png")
 
 def plot_fewer_calls(cfg, models, schedule, device):
     """reflow.png: three waves of each model in 1 and 2 Euler steps from the same noise and labels (the flow model,

@@ -737,8 +737,9 @@ def run(cfg):
     print(f"sampling {cfg.num_samples} with {cfg.sampler} ...")
     start = time.perf_counter()
     paths = cfg.plots or flow                                           # keep x after every step (a copy to the
-    traj = [] if paths else None                                        # host each): figures, flow's straightness
-    samples = sample(model, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
+    traj, calls = ([] if paths else None), []                           # host each): figures, flow's straightness
+    net = recorder(model, calls, 2000) if cfg.plots else model          # and the network's calls, for reverse.png
+    samples = sample(net, cfg.num_samples, schedule, cfg.sampler, cfg.sample_steps, sample_gen,
                      eta=cfg.eta, clip=cfg.clip, trajectory=traj).cpu()
     sample_time = time.perf_counter() - start
     if not torch.isfinite(samples).all():
@@ -769,7 +770,8 @@ def run(cfg):
     save_results(cfg.out, samples, metrics, losses)
     if cfg.plots:
         plot_all(cfg, data[:2000].cpu(), {k: v.cpu() for k, v in schedule.items()}, losses.numpy(), samples, traj,
-                 stages)
+                 stages, calls)
+        plot_field(cfg, model, schedule, data[:2000].cpu())
     if cfg.plots and before:
         plot_fewer_calls(cfg, {**before, ("distilled" if cfg.distill else "reflowed"): model}, schedule, device)
     print(f"outputs in {cfg.out}/")
@@ -948,7 +950,11 @@ def save(fig, out, name):
         display(fig)
     plt.close(fig)
 
+LOSS_FLOOR = (0.38, "near the spiral, x_t cannot tell noise\nalong the curve from the curve itself")  # make_img.sh
+
 def plot_loss(out, losses, objective, stages):
+    """loss.png, and why it stays above 0: x_t does not determine the noise that made it (LOSS_FLOOR: the loss of
+    the exact predictor E[eps | x_t], the best any network can do, at the defaults)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
     k = max(1, len(losses) // 50)
@@ -956,7 +962,11 @@ def plot_loss(out, losses, objective, stages):
     for (stage, step), ls in zip(stages.items(), ["--", ":"]):   # where reflow and distillation began
         ax.axvline(step, color="0.5", ls=ls, label=f"{stage}: on the pairs from here")
     what = "velocity (flow matching)" if objective == "flow" else "noise (DDPM Algorithm 1)"
-    ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error", title=f"Training loss: predicted {what}")
+    floor = LOSS_FLOOR[1] if objective == "eps" else "x_s does not determine the noise (nor the data) that made it"
+    if objective == "eps":  # the loss of E[eps | x_t] at the default data and schedule (measured by make_img.sh)
+        ax.axhline(LOSS_FLOOR[0], color="k", ls="-.", lw=0.8, label="the best prediction's, E[eps | x_t]")
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="mean squared error",
+           title=f"Training loss: predicted {what}\nIt stays above 0: {floor}")
     ax.legend()
     save(fig, out, "loss.png")
 
@@ -986,7 +996,7 @@ def grid(out, name, title, rows, colors=None):
     fig.suptitle(title)
     save(fig, out, name)
 
-def plot_all(cfg, data, schedule, losses, samples, traj, stages):
+def plot_all(cfg, data, schedule, losses, samples, traj, stages, calls):
     out, T, n = cfg.out, len(schedule["betas"]), len(data)
     a, b = schedule["sqrt_alpha_bars"], schedule["sqrt_one_minus_alpha_bars"]     # x = a x0 + b eps at step t
     if cfg.objective == "flow":                                                   # the straight path, s = (t + 1) / T
@@ -995,21 +1005,90 @@ def plot_all(cfg, data, schedule, losses, samples, traj, stages):
     noisy = lambda t: a[t] * data + b[t] * torch.randn(data.shape, generator=g)   # as q_sample: x = a x0 + b eps
     grid(out, "forward.png", f"Forward process ({cfg.objective}): the spiral dissolves into N(0, I) noise",
         [[(noisy(t), f"x = {a[t]:.3f} x0 + {b[t]:.3f} eps") for t in [0, T // 10, 3 * T // 10, T - 1]]])
+    plot_schedule(out, T)
     if len(losses):  # none after --load
         plot_loss(out, losses, cfg.objective, stages)
     shown = samples[:n]
     grid(out, "samples.png", "", [[(data[:len(shown)], f"original spiral ({len(shown)} points)"),
                                    (shown, f"generated from noise ({len(shown)} points)")]], colors=["C1", "C0"])
-    traj = [x[:n] for x in traj]                                                 # the points shown
-    snaps = [round(f * (len(traj) - 1)) for f in (0, 0.5, 0.75, 0.9, 0.95, 1)]  # the spiral forms late
-    paths = [(torch.stack(traj)[:, :100], f"paths of 100 points, {straightness(traj):.2f}x\nas long as straight lines")]
-    if cfg.sampler == "ddpm" or cfg.eta:                                         # fresh noise at every step: the
-        paths = []                                                               # paths are a tangle, not drawn
-    grid(out, "reverse.png", f"Reverse process ({cfg.sampler}): from pure noise to samples",
-         [[(traj[i], f"after {i} of {len(traj) - 1} steps") for i in snaps] + paths])
-
+    plot_reverse(cfg, schedule, calls, shown, [x[:100] for x in traj])
     if cfg.gif:
-        animate(out, traj, scatter, (4.5, 4.5))
+        animate(out, [x[:n] for x in traj], scatter, (4.5, 4.5))
+
+def recorder(net, calls, n):
+    """net, keeping the input, time and prediction of its first n rows at every call, for reverse.png."""
+    def call(x, t):
+        out = net(x, t)
+        calls.append((x[:n].cpu(), t[:1].cpu(), out[:n].cpu()))
+        return out
+    return call
+
+def plot_reverse(cfg, schedule, calls, samples, paths):
+    """reverse.png: x on the way from noise to data at five levels of noise, and below each the network's
+    x0_hat there (what it believes the clean data to be); last, the samples, and the paths of 100 points."""
+    flow = cfg.objective == "flow"
+    noise = [t.item() if flow else schedule["sqrt_one_minus_alpha_bars"][t].item() for _, t, _ in calls]  # b in x
+    picks = sorted({min(range(len(calls)), key=lambda i: abs(noise[i] - b)) for b in (0.9, 0.6, 0.35, 0.15, 0.05)})
+    fig, axes = plt.subplots(2, len(picks) + 1, figsize=(2.5 * (len(picks) + 1), 5.6), squeeze=False)
+    for ax, i in zip(axes.T, picks):
+        x, t, out = calls[i]
+        x0_hat = x - t * out if flow else predict_x0(x, out, schedule["alpha_bars"][t])  # x0 = x - s v; Tweedie
+        scatter(ax[0], x, f"{'s' if flow else 't'} = {t.item():.3g}: noise std {noise[i]:.2f}")
+        scatter(ax[1], x0_hat, "the network's x0_hat", color="C2")
+    scatter(axes[0, -1], samples, "the samples")
+    if cfg.sampler == "ddpm" or cfg.eta:
+        axes[1, -1].axis("off")
+        axes[1, -1].text(0.5, 0.5, "fresh noise at every step:\nthe paths are a tangle", ha="center", transform=axes[1, -1].transAxes)
+    else:
+        scatter(axes[1, -1], torch.stack(paths), f"paths, {straightness(paths):.2f}x as long\nas straight lines")
+        axes[1, -1].scatter(*paths[0].T, s=4, color="0.5", label="start: noise")
+        axes[1, -1].scatter(*paths[-1].T, s=4, color="k", label="end: sample")
+        axes[1, -1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Reverse process ({cfg.sampler}): x from noise to data (top); below each, the network's guess of the "
+                 "clean data from that x (x0_hat)")
+    save(fig, cfg.out, "reverse.png")
+
+def plot_schedule(out, T):
+    """schedule.png: how much signal each step leaves (abar_t), and the log SNR, for the cosine schedule, the
+    linear one scaled for T, and Ho et al.'s 1e-4..0.02 unscaled at this T."""
+    curves = {"cosine": make_schedule(T, "cosine")["alpha_bars"].double(),
+              "linear, scaled by 1000/T": make_schedule(T, "linear")["alpha_bars"].double(),
+              "linear 1e-4..0.02, unscaled": torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, abar in curves.items():
+        axes[0].plot(abar, label=f"{name}: at t = T-1, {abar[-1]:.1e}")
+        axes[1].plot((abar / (1 - abar)).log(), label=name)
+    axes[0].set(xlabel="step t", ylabel="abar_t", title="abar_t in x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps:\n"
+                "sampling starts from N(0, I), so at t = T-1 it must be near 0")
+    axes[1].set(xlabel="step t", ylabel="log(abar_t / (1 - abar_t))", title="log signal-to-noise ratio")
+    axes[0].legend()
+    save(fig, out, "schedule.png")
+
+@torch.no_grad()
+def plot_field(cfg, model, schedule, data):
+    """field.png: what the network learned, on a grid at four levels of noise over noisy data of that level:
+    the score -eps_theta / sqrt(1 - abar_t), or for flow -v_theta, the way sampling moves."""
+    flow, device = cfg.objective == "flow", schedule["betas"].device
+    xs = torch.linspace(-2.4, 2.4, 21)
+    points = torch.stack(torch.meshgrid(xs, xs, indexing="xy"), dim=-1).view(-1, 2)           # (441, 2)
+    panels, g = [], torch.Generator().manual_seed(0)
+    for b in (0.8, 0.5, 0.25, 0.08):                                         # the noise's std in x
+        t = b if flow else (schedule["sqrt_one_minus_alpha_bars"].cpu() - b).abs().argmin().item()   # its time
+        a, b = (1 - b, b) if flow else (schedule["sqrt_alpha_bars"][t].item(), schedule["sqrt_one_minus_alpha_bars"][t].item())
+        arrows = -model(points.to(device), torch.full((len(points),), t, device=device)).cpu() / (1 if flow else b)
+        noisy = a * data + b * torch.randn(data.shape, generator=g)                  # as q_sample: a x0 + b eps
+        panels.append((noisy, arrows, f"{'s' if flow else 't'} = {t:.3g}: x = {a:.2f} x0 + {b:.2f} eps"))
+    logs = torch.cat([arrows.norm(dim=1).log10() for _, arrows, _ in panels])
+    fig, axes = plt.subplots(1, 4, figsize=(15, 4.2))
+    for ax, (noisy, arrows, title) in zip(axes, panels):
+        ax.scatter(*noisy.T, s=1, color="0.8")
+        length = arrows.norm(dim=1, keepdim=True)
+        q = ax.quiver(*points.T, *(arrows / length).T, length.log10()[:, 0], clim=(logs.min(), logs.max()), cmap="viridis")
+        ax.set(title=title, xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal")
+    fig.colorbar(q, ax=axes, label="log10 of the arrow's true length")
+    what = "-v_theta(x, s), the way sampling moves" if flow else "the learned score -eps_theta(x, t) / sqrt(1 - abar_t)"
+    fig.suptitle(f"{what}: arrows of equal length show its direction, colour its size; grey: noisy data at that level")
+    save(fig, cfg.out, "field.png")
 
 def plot_fewer_calls(cfg, models, schedule, device):
     """reflow.png: each model's samples in 1 and 2 Euler steps from the same noise (the flow model, reflowed,

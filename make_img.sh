@@ -156,7 +156,7 @@ ours = float(open(os.path.join(out, "spiral_mlp", "wall_seconds")).read())
 print(f"\nseed spiral recipe: {seed['seconds_per_epoch']:.3f} s/epoch ({seed['epochs_timed']} timed), whole recipe "
       f"about {seed['whole_recipe_seconds']:.0f} s; default spiral run {ours:.1f} s: {seed['whole_recipe_seconds'] / ours:.0f}x")
 print(f"\nmeasured on: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-cols = {"spiral": [("median", "median dist"), ("p90", "p90 dist"), ("outliers", "outliers"), ("recall", "recall")],
+cols = {"spiral": [("median", "median dist"), ("p90", "p90 dist"), ("outliers", "outliers"), ("nn_ratio", "NN ratio")],
         "sine": [("r2_median", "median R^2"), ("r2_099", "R^2>=0.99"), ("r2_095", "R^2>=0.95"),
                  ("freq_w1", "freq W1"), ("amp_w1", "amp W1")]}
 for script, keys in cols.items():
@@ -181,7 +181,7 @@ for script, keys in cols.items():
             print(f"| {model}, no-label path, --load | | - | | " + " | ".join(f"{q[k]:.4f}" for k, _ in keys) + " |")
     m = json.load(open(os.path.join(out, f"{script}_mlp", "metrics.json")))
     print("| real data | | | | " + " | ".join(f"{m['real'][k]:.4f}" for k, _ in keys) + " | 0 |" * kl + " |" * (not kl))
-few = {"spiral": [("p90", "p90 dist"), ("outliers", "outliers"), ("recall", "recall")],
+few = {"spiral": [("p90", "p90 dist"), ("outliers", "outliers"), ("nn_ratio", "NN ratio")],
        "sine": [("r2_099", "R^2>=0.99"), ("freq_w1", "freq W1"), ("amp_w1", "amp W1")]}
 samplers = [("eps", "ddpm", None), ("eps", "ddim", 10), ("eps", "ddim", 20), ("eps", "ddim", 50), ("eps", "dpm", 10),
             ("eps", "dpm", 20), ("flow", "euler", 10), ("flow", "euler", 20), ("flow", "euler", 50),

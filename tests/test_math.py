@@ -325,3 +325,28 @@ def test_model_shape_and_time_dependence(script, kind):
     assert out0.shape == x.shape and out_mixed.shape == x.shape
     assert torch.isfinite(out0).all() and torch.isfinite(out1).all()
     assert (out0 - out1).abs().max() > 1e-3, "the prediction ignores t"
+
+
+# -----------------------------------------------------------------------------
+# The score view: eps_theta estimates -sqrt(1 - abar_t) grad log p_t, and predict_x0 is Tweedie's formula
+
+
+def test_exact_noise_is_the_scaled_score_and_predict_x0_is_tweedies_formula(script):
+    """Gaussian data N(mu, S^2 I): p_t = N(sqrt(abar) mu, (abar S^2 + 1 - abar) I), whose score is
+    -(x - sqrt(abar) mu) / (abar S^2 + 1 - abar). The exact predictor is -sqrt(1 - abar) times it, and
+    predict_x0 of it is Tweedie's (x + (1 - abar) score) / sqrt(abar), which for Gaussians is the posterior mean
+    E[x0 | x_t] = mu + sqrt(abar) S^2 (x - sqrt(abar) mu) / (abar S^2 + 1 - abar), by Gaussian conditioning."""
+    schedule = script.make_schedule()
+    T, (mu, S) = len(schedule["betas"]), (0.3, 0.7)
+    eps = gaussian_predictor(script, schedule, mu, S)
+    x = 2 * torch.randn(256, *data_shape(script), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in [0, T // 4, T // 2, 3 * T // 4]:
+        a, b = schedule["sqrt_alpha_bars"][t].double(), schedule["sqrt_one_minus_alpha_bars"][t].double()
+        abar = a ** 2                                                  # as q_sample applies it (float32 a, b)
+        var = abar * S ** 2 + b ** 2
+        score = -(x - a * mu) / var
+        predicted = eps(x, torch.full((len(x),), t)).double()
+        torch.testing.assert_close(predicted, -b * score, rtol=1e-5, atol=1e-6)
+        x0_hat = script.predict_x0(x, predicted, abar)
+        torch.testing.assert_close(x0_hat, (x + b ** 2 * score) / a, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x0_hat, mu + a * S ** 2 * (x - a * mu) / var, rtol=1e-5, atol=1e-5)
