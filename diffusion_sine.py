@@ -61,17 +61,15 @@ def knob(default, help, **flag):
 
 SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
 
-# %% Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
-# --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
-# is the default when --model unet is chosen. The core reads the first group only.
+# %% Config: the core's knobs, with their defaults (the default run) and help. The chapters add theirs (Config,
+# below the ruler). Each is also a flag: batch_size is --batch-size. min/max bound a number (without them it
+# must be positive); unet=... is the default when --model unet is chosen.
 
 def knob(default, help, **flag):
     return field(default=default, metadata=dict(help=help, **flag))
 
-SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
-
 @dataclass
-class Config:
+class CoreConfig:
     model: str = knob("mlp", "the network, predicting the noise (or for flow, the velocity)", choices=("mlp", "unet"))
     steps: int = knob(3000, "optimizer steps", unet=2000)
     batch_size: int = knob(256, "waves per step", unet=128)
@@ -88,35 +86,6 @@ class Config:
     channels: int = knob(16, "UNet channels at length 64; 2x, 3x, 4x that at lengths 32, 16, 8")
     seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
     log_every: int = knob(500, "print progress (and read the loss back, one sync) every so many steps")
-    # the chapters' knobs
-    condition: bool = knob(True, "train with each wave's frequency as a condition (classifier-free guidance)")
-    label_drop: float = knob(0.15, "share of training waves whose frequency is hidden, so the same network "
-                             "also learns p(x) without it", min=0, max=1)
-    frequency: float = knob(0.0, "ask for waves of this frequency, in [1, 5); 0: any frequency", min=0)
-    guidance: float = knob(2.0, "guidance weight w towards --frequency: 0 ignores it, 1 plain conditional, "
-                           "more steers harder", min=0)
-    objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
-                          "path from data to noise (flow matching)", choices=("eps", "flow"))
-    sampler: str = knob("auto", "reverse process; for eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++); for "
-                        "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
-                        choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
-    sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
-    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's", min=0, max=1)
-    clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1")
-    reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
-                        "so that 1 or 2 euler steps draw the data (rectified flow)")
-    reflow_pairs: int = knob(10_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
-    reflow_steps: int = knob(1000, "optimizer steps of --reflow on its pairs, from the trained weights")
-    distill: bool = knob(False, "after --reflow (or --load of a reflowed model): train one euler step from the "
-                         "noise to land on each pair's sample (then sample with --sample-steps 1)")
-    distill_steps: int = knob(2000, "optimizer steps of --distill")
-    # how the lesson is run
-    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
-                       choices=("auto", "cpu", "cuda", "mps"))
-    out: str = knob(os.path.join("outputs", "diffusion_sine"), "output folder")
-    load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
-    plots: bool = knob(True, "draw the figures")
-    gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
 
 
 # %% Data: a sin(f x + phi) on 64 points over [0, 2 pi], both ends included (as in the seed project)
@@ -145,7 +114,7 @@ def make_data(n, generator=None):
 # %% Noise schedule: beta_t for t = 0..T-1. Every comment uses this code index t, the papers' t+1: x_t is the
 # data x0 after t+1 noising steps, x_{t-1} is one step less noisy, and x_{-1} is x0 itself (abar_{-1} = 1).
 
-def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"):
+def make_schedule(timesteps=CoreConfig.timesteps, kind=CoreConfig.schedule, device="cpu"):
     """Everything the forward and reverse processes need, computed once (float64, stored float32)."""
     if kind == "linear":
         # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
@@ -396,9 +365,9 @@ def predict_x0(x, eps, abar, clip=None):
 # %% The whole lesson in one call: data, schedule, network, training, sampling, and a look at the samples
 
 def ddpm_lesson(cfg=None):
-    """Trains a DDPM with cfg's settings (Config()'s if None; no frequency condition: that is a chapter below),
+    """Trains a DDPM with cfg's settings (CoreConfig()'s if None; no frequency condition: that is a chapter below),
     draws cfg.num_samples waves with Algorithm 2, shows eight of them beside real ones and returns them all."""
-    cfg = cfg or Config()
+    cfg = cfg or CoreConfig()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)                                                       # the initial weights
     data = make_data(cfg.num_train, torch.Generator().manual_seed(cfg.seed)).to(device)
@@ -732,8 +701,83 @@ QUALITY = {"r2_median": "median R^2 of sine fit", "r2_099": "share R^2 >= 0.99",
 
 
 # %% Running the lesson ======================================================================================
-# Command line, checkpoints, files and figures. Nothing below teaches diffusion; skip it unless you want to
-# change how the script is run.
+# The command line and its Config, run(): how the flags call the chapters, then checks, files and figures.
+# Nothing new about diffusion: skip it unless you want to change how the script is run.
+
+# %% The command line: one flag per Config field
+
+SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
+
+@dataclass
+class Config(CoreConfig):
+    """Every knob: the core's, then the chapters', then how the lesson is run. Its defaults are the default run."""
+    condition: bool = knob(True, "train with each wave's frequency as a condition (classifier-free guidance)")
+    label_drop: float = knob(0.15, "share of training waves whose frequency is hidden, so the same network "
+                             "also learns p(x) without it", min=0, max=1)
+    frequency: float = knob(0.0, "ask for waves of this frequency, in [1, 5); 0: any frequency", min=0)
+    guidance: float = knob(2.0, "guidance weight w towards --frequency: 0 ignores it, 1 plain conditional, "
+                           "more steers harder", min=0)
+    objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
+                          "path from data to noise (flow matching)", choices=("eps", "flow"))
+    sampler: str = knob("auto", "reverse process; for eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++); for "
+                        "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
+                        choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
+    sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
+    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's", min=0, max=1)
+    clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1")
+    reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
+                        "so that 1 or 2 euler steps draw the data (rectified flow)")
+    reflow_pairs: int = knob(10_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
+    reflow_steps: int = knob(1000, "optimizer steps of --reflow on its pairs, from the trained weights")
+    distill: bool = knob(False, "after --reflow (or --load of a reflowed model): train one euler step from the "
+                         "noise to land on each pair's sample (then sample with --sample-steps 1)")
+    distill_steps: int = knob(2000, "optimizer steps of --distill")
+    # how the lesson is run
+    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
+                       choices=("auto", "cpu", "cuda", "mps"))
+    out: str = knob(os.path.join("outputs", "diffusion_sine"), "output folder")
+    load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
+    plots: bool = knob(True, "draw the figures")
+    gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 2, instead of usage text
+        raise UsageError(f"{message} (see --help)")
+
+def parse_args(argv):
+    """Config from command-line flags, one per Config field. A flag left out takes the field's default, or
+    its default for the chosen --model where the field names one (as in steps: unet=2000)."""
+    p = Parser(prog=PROG, description=DESCRIPTION)
+    for f in fields(Config):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
+            p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
+                           action="store_false" if f.default else "store_true",
+                           help=("do not " if f.default else "") + meta["help"])
+        else:
+            recipe = f", unet {meta['unet']}" if "unet" in meta else ""               # the sine's --model unet
+            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {f.default}{recipe})",
+                           type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))
+    args = vars(p.parse_args(argv))
+    for f in fields(Config):  # in order, so --model (the first field) is known before its recipe is used
+        if args[f.name] is None:
+            args[f.name] = f.metadata.get(args["model"], f.default)
+    return Config(**args)
+
+def number(kind, low=None, high=None):
+    """Parser of a flag's value: a number of this kind, positive, or within [low, high] where given."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if not math.isfinite(value):                                  # inf and nan parse as floats
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if not (value > 0 if low is None else value >= low) or high is not None and value > high:
+            bounds = "positive" if low is None else f"at least {low}" + (f" and at most {high}" if high else "")
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
+        return value
+    return parse
 
 PROG = "diffusion_sine.py"  # the name in messages (not from __file__: a notebook cell has none)
 DESCRIPTION = "DDPM and flow matching on 1-D sine waves of length 64."
@@ -785,7 +829,7 @@ def run(cfg):
     losses, times, stages = torch.zeros(0), dict(train=0.0, reflow=0.0, distill=0.0), {}
     if ckpt is None:
         start = time.perf_counter()
-        losses = train(model, batch_loss(cfg, model, data, schedule, train_gen, labels), len(data), cfg, train_gen).cpu()
+        losses = train(model, training_loss(cfg, model, data, schedule, train_gen, labels), len(data), cfg, train_gen).cpu()
         times["train"] = time.perf_counter() - start
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
         print(f"trained {cfg.steps} steps in {times['train']:.1f}s ({cfg.steps / times['train']:.0f} steps/s)")
@@ -858,7 +902,7 @@ def network(cfg, schedule):
     net = flow_model(cfg.model, cfg) if cfg.objective == "flow" else build_model(cfg.model, cfg, schedule)
     return Conditional(net) if cfg.condition else net
 
-def batch_loss(cfg, model, data, schedule, generator=None, labels=None):
+def training_loss(cfg, model, data, schedule, generator=None, labels=None):
     """What a run of cfg minimises: the loss on the rows `rows` of data (and of their labels), for train()."""
     loss = flow_loss if cfg.objective == "flow" else lambda net, x0, g: diffusion_loss(net, x0, schedule, g)
     if not cfg.condition:
@@ -939,47 +983,6 @@ def check_memory(cfg, model, device):
         if n * each > have:
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
-
-# %% The command line: one flag per Config field
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit status 2, instead of usage text
-        raise UsageError(f"{message} (see --help)")
-
-def parse_args(argv):
-    """Config from command-line flags, one per Config field. A flag left out takes the field's default, or
-    its default for the chosen --model where the field names one (as in steps: unet=2000)."""
-    p = Parser(prog=PROG, description=DESCRIPTION)
-    for f in fields(Config):
-        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
-        if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
-            p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
-                           action="store_false" if f.default else "store_true",
-                           help=("do not " if f.default else "") + meta["help"])
-        else:
-            recipe = f", unet {meta['unet']}" if "unet" in meta else ""               # the sine's --model unet
-            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {f.default}{recipe})",
-                           type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))
-    args = vars(p.parse_args(argv))
-    for f in fields(Config):  # in order, so --model (the first field) is known before its recipe is used
-        if args[f.name] is None:
-            args[f.name] = f.metadata.get(args["model"], f.default)
-    return Config(**args)
-
-def number(kind, low=None, high=None):
-    """Parser of a flag's value: a number of this kind, positive, or within [low, high] where given."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
-        if not math.isfinite(value):                                  # inf and nan parse as floats
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if not (value > 0 if low is None else value >= low) or high is not None and value > high:
-            bounds = "positive" if low is None else f"at least {low}" + (f" and at most {high}" if high else "")
-            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
-        return value
-    return parse
 
 # %% Files: checkpoint, results
 

@@ -47,17 +47,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
-# --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
-# is the default when --model unet is chosen. The core reads the first group only.
+# %% Config: the core's knobs, with their defaults (the default run) and help. The chapters add theirs (Config,
+# below the ruler). Each is also a flag: batch_size is --batch-size. min/max bound a number (without them it
+# must be positive); unet=... is the default when --model unet is chosen.
 
 def knob(default, help, **flag):
     return field(default=default, metadata=dict(help=help, **flag))
 
-SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
-
 @dataclass
-class Config:
+class CoreConfig:
     model: str = knob("mlp", "the network, predicting the noise (or for flow, the velocity)", choices=("mlp", "unet"))
     steps: int = knob(2000, "optimizer steps")
     batch_size: int = knob(512, "points per step: the loss averages over many t, so its gradient is steadier")
@@ -75,29 +73,6 @@ class Config:
     blocks: int = knob(3, "MLP residual blocks")
     seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
     log_every: int = knob(300, "print progress (and read the loss back, one sync) every so many steps")
-    # the chapters' knobs
-    objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
-                          "path from data to noise (flow matching)", choices=("eps", "flow"))
-    sampler: str = knob("auto", "reverse process; for eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++); for "
-                        "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
-                        choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
-    sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
-    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's", min=0, max=1)
-    clip: float = knob(2.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the spiral lies within 2.1")
-    reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
-                        "so that 1 or 2 euler steps draw the data (rectified flow)")
-    reflow_pairs: int = knob(20_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
-    reflow_steps: int = knob(2000, "optimizer steps of --reflow on its pairs, from the trained weights")
-    distill: bool = knob(False, "after --reflow (or --load of a reflowed model): train one euler step from the "
-                         "noise to land on each pair's sample (then sample with --sample-steps 1)")
-    distill_steps: int = knob(2000, "optimizer steps of --distill")
-    # how the lesson is run
-    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
-                       choices=("auto", "cpu", "cuda", "mps"))
-    out: str = knob(os.path.join("outputs", "diffusion_spiral"), "output folder")
-    load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
-    plots: bool = knob(True, "draw the figures")
-    gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
 
 
 # %% Data: a spiral, angle = 4 pi sqrt(u), radius = angle (two turns, points evenly spaced along the arc)
@@ -105,7 +80,7 @@ class Config:
 SHAPE = (2,)         # one data point
 SCALE = 2 * math.pi  # E[r^2] = E[angle^2] = 8 pi^2, so dividing by 2 pi gives each coordinate mean square 1
 
-def make_data(n, generator=None, noise=Config.noise):
+def make_data(n, generator=None, noise=CoreConfig.noise):
     """n spiral points, float32 (n, 2), normalised: the forward process mixes data with N(0, I) noise,
     so data at the noise's scale keeps every step of the schedule equally useful."""
     u = torch.rand(n, generator=generator, dtype=torch.float64)
@@ -118,7 +93,7 @@ def make_data(n, generator=None, noise=Config.noise):
 # %% Noise schedule: beta_t for t = 0..T-1. Every comment uses this code index t, the papers' t+1: x_t is the
 # data x0 after t+1 noising steps, x_{t-1} is one step less noisy, and x_{-1} is x0 itself (abar_{-1} = 1).
 
-def make_schedule(timesteps=Config.timesteps, kind=Config.schedule, device="cpu"):
+def make_schedule(timesteps=CoreConfig.timesteps, kind=CoreConfig.schedule, device="cpu"):
     """Everything the forward and reverse processes need, computed once (float64, stored float32)."""
     if kind == "linear":
         # Ho et al. use 1e-4..0.02 over T=1000. Scaling by 1000/T keeps the same total noise for any T:
@@ -324,9 +299,9 @@ def predict_x0(x, eps, abar, clip=None):
 # %% The whole lesson in one call: data, schedule, network, training, sampling, and a look at the samples
 
 def ddpm_lesson(cfg=None):
-    """Trains a DDPM with cfg's settings (Config()'s if None), draws cfg.num_samples points with Algorithm 2,
+    """Trains a DDPM with cfg's settings (CoreConfig()'s if None), draws cfg.num_samples points with Algorithm 2,
     shows them beside the data and returns them: the samples of `python diffusion_spiral.py` (on the CPU)."""
-    cfg = cfg or Config()
+    cfg = cfg or CoreConfig()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)                                                       # the initial weights
     data = make_data(cfg.num_train, torch.Generator().manual_seed(cfg.seed), cfg.noise).to(device)
@@ -536,7 +511,7 @@ def nearest_distance(a, b, chunk=2048):
     """For each row of a, the distance to the nearest row of b."""
     return torch.cat([torch.cdist(a[i:i + chunk], b).min(dim=1).values for i in range(0, len(a), chunk)])
 
-def evaluate(points, generator=None, noise=Config.noise):
+def evaluate(points, generator=None, noise=CoreConfig.noise):
     """Precision: distance from each point to the nearest of 20,000 fresh real points, relative to the data's
     RMS radius (median, 90th percentile, share beyond 10 %). Coverage, nn_ratio: the median distance from fresh
     real points to the nearest point, over the same median between two fresh real sets: 1.0 = covered evenly,
@@ -566,7 +541,7 @@ QUALITY = {"median": "median distance", "p90": "90th pct dist.", "outliers": "ou
 # the density itself. The spiral's density is known; a flow model's is exact; DDPM's has a lower bound (so its KL
 # an upper one).
 
-def data_log_density(x, noise=Config.noise):
+def data_log_density(x, noise=CoreConfig.noise):
     """log p_data(x) for each row of x (n, 2), float64 (n,). A point of make_data is c(u) + noise z, u ~ U[0, 1],
     so p(x) = int_0^1 N(x; c(u), noise^2 I) du; in the angle a = 4 pi sqrt(u) (du = a da / (8 pi^2)) it is a
     mixture of Gaussians at the Gauss-Legendre nodes of short panels of a: accurate even at the curve's outer end,
@@ -643,7 +618,7 @@ def nll_bound(model, x0, schedule, draws=2, generator=None, terms=False):
     L = L.view(T + 1, draws, n).mean(1)                                  # (T + 1, draws, n) -> (T + 1, n)
     return L if terms else L.sum(0)
 
-def kl_to_data(model, x, schedule, objective, noise=Config.noise, generator=None):
+def kl_to_data(model, x, schedule, objective, noise=CoreConfig.noise, generator=None):
     """KL(p_data || p_model) in nats on fresh real points x: the mean of log p_data - log p_model, with its standard
     error; exact for a flow model (by the ODE), an upper bound for an eps model (by DDPM's bound on -log p)."""
     log_p = log_likelihood(model, x) if objective == "flow" else -nll_bound(model, x, schedule, generator=generator)
@@ -655,8 +630,77 @@ def kl_to_data(model, x, schedule, objective, noise=Config.noise, generator=None
 
 
 # %% Running the lesson ======================================================================================
-# Command line, checkpoints, files and figures. Nothing below teaches diffusion; skip it unless you want to
-# change how the script is run.
+# The command line and its Config, run(): how the flags call the chapters, then checks, files and figures.
+# Nothing new about diffusion: skip it unless you want to change how the script is run.
+
+# %% The command line: one flag per Config field
+
+SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
+
+@dataclass
+class Config(CoreConfig):
+    """Every knob: the core's, then the chapters', then how the lesson is run. Its defaults are the default run."""
+    objective: str = knob("eps", "what the network learns: eps, DDPM's noise, or flow, the velocity of a straight "
+                          "path from data to noise (flow matching)", choices=("eps", "flow"))
+    sampler: str = knob("auto", "reverse process; for eps: ddpm (ancestral, T steps), ddim or dpm (DPM-Solver++); for "
+                        "flow: euler or midpoint (2 calls a step); auto: ddpm or euler; others are refused",
+                        choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
+    sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
+    eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's", min=0, max=1)
+    clip: float = knob(2.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the spiral lies within 2.1")
+    reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
+                        "so that 1 or 2 euler steps draw the data (rectified flow)")
+    reflow_pairs: int = knob(20_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
+    reflow_steps: int = knob(2000, "optimizer steps of --reflow on its pairs, from the trained weights")
+    distill: bool = knob(False, "after --reflow (or --load of a reflowed model): train one euler step from the "
+                         "noise to land on each pair's sample (then sample with --sample-steps 1)")
+    distill_steps: int = knob(2000, "optimizer steps of --distill")
+    # how the lesson is run
+    device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
+                       choices=("auto", "cpu", "cuda", "mps"))
+    out: str = knob(os.path.join("outputs", "diffusion_spiral"), "output folder")
+    load: str = knob(None, "checkpoint to sample from, skipping training (its model, T and schedule win)")
+    plots: bool = knob(True, "draw the figures")
+    gif: bool = knob(False, "also animate the reverse process (reverse.gif)")
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 2, instead of usage text
+        raise UsageError(f"{message} (see --help)")
+
+def parse_args(argv):
+    """Config from command-line flags, one per Config field. A flag left out takes the field's default, or
+    its default for the chosen --model where the field names one (as in steps: unet=2000)."""
+    p = Parser(prog=PROG, description=DESCRIPTION)
+    for f in fields(Config):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
+            p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
+                           action="store_false" if f.default else "store_true",
+                           help=("do not " if f.default else "") + meta["help"])
+        else:
+            recipe = f", unet {meta['unet']}" if "unet" in meta else ""               # the sine's --model unet
+            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {f.default}{recipe})",
+                           type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))
+    args = vars(p.parse_args(argv))
+    for f in fields(Config):  # in order, so --model (the first field) is known before its recipe is used
+        if args[f.name] is None:
+            args[f.name] = f.metadata.get(args["model"], f.default)
+    return Config(**args)
+
+def number(kind, low=None, high=None):
+    """Parser of a flag's value: a number of this kind, positive, or within [low, high] where given."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if not math.isfinite(value):                                  # inf and nan parse as floats
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if not (value > 0 if low is None else value >= low) or high is not None and value > high:
+            bounds = "positive" if low is None else f"at least {low}" + (f" and at most {high}" if high else "")
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
+        return value
+    return parse
 
 PROG = "diffusion_spiral.py"  # the name in messages (not from __file__: a notebook cell has none)
 DESCRIPTION = "DDPM and flow matching on a 2-D spiral."
@@ -708,7 +752,7 @@ def run(cfg):
     losses, times, stages = torch.zeros(0), dict(train=0.0, reflow=0.0, distill=0.0), {}
     if ckpt is None:
         start = time.perf_counter()
-        losses = train(model, batch_loss(cfg, model, data, schedule, train_gen), len(data), cfg, train_gen).cpu()
+        losses = train(model, training_loss(cfg, model, data, schedule, train_gen), len(data), cfg, train_gen).cpu()
         times["train"] = time.perf_counter() - start
         save_checkpoint(os.path.join(cfg.out, "model.pt"), model, cfg, schedule)
         print(f"trained {cfg.steps} steps in {times['train']:.1f}s ({cfg.steps / times['train']:.0f} steps/s)")
@@ -792,7 +836,7 @@ def network(cfg, schedule):
     """The network a run of cfg trains: DDPM's (build_model) or, for --objective flow, flow matching's."""
     return flow_model(cfg.model, cfg) if cfg.objective == "flow" else build_model(cfg.model, cfg, schedule)
 
-def batch_loss(cfg, model, data, schedule, generator=None):
+def training_loss(cfg, model, data, schedule, generator=None):
     """What a run of cfg minimises: the loss on the rows `rows` of data, for train()."""
     if cfg.objective == "flow":
         return lambda rows: flow_loss(model, data[rows], generator)
@@ -861,47 +905,6 @@ def check_memory(cfg, model, device):
         if n * each > have:
             raise UsageError(f"{flag} {n} would need about {n * each / 2**30:,.1f} GiB of memory, more than the "
                              f"{have / 2**30:.1f} GiB here; ask for fewer")
-
-# %% The command line: one flag per Config field
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit status 2, instead of usage text
-        raise UsageError(f"{message} (see --help)")
-
-def parse_args(argv):
-    """Config from command-line flags, one per Config field. A flag left out takes the field's default, or
-    its default for the chosen --model where the field names one (as in steps: unet=2000)."""
-    p = Parser(prog=PROG, description=DESCRIPTION)
-    for f in fields(Config):
-        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
-        if f.type is bool:  # --gif turns on what is off by default, --no-plots turns off what is on
-            p.add_argument(f"--no-{f.name}" if f.default else flag, dest=f.name, default=None,
-                           action="store_false" if f.default else "store_true",
-                           help=("do not " if f.default else "") + meta["help"])
-        else:
-            recipe = f", unet {meta['unet']}" if "unet" in meta else ""               # the sine's --model unet
-            p.add_argument(flag, choices=meta.get("choices"), help=f"{meta['help']} (default {f.default}{recipe})",
-                           type=str if f.type is str else number(f.type, meta.get("min"), meta.get("max")))
-    args = vars(p.parse_args(argv))
-    for f in fields(Config):  # in order, so --model (the first field) is known before its recipe is used
-        if args[f.name] is None:
-            args[f.name] = f.metadata.get(args["model"], f.default)
-    return Config(**args)
-
-def number(kind, low=None, high=None):
-    """Parser of a flag's value: a number of this kind, positive, or within [low, high] where given."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
-        if not math.isfinite(value):                                  # inf and nan parse as floats
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if not (value > 0 if low is None else value >= low) or high is not None and value > high:
-            bounds = "positive" if low is None else f"at least {low}" + (f" and at most {high}" if high else "")
-            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
-        return value
-    return parse
 
 # %% Files: checkpoint, results
 

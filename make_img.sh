@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every figure in img/ and prints the README's results tables from the same runs.
-# About 35 minutes on a 2-core CPU. Usage: bash make_img.sh
+# Usage: bash make_img.sh (how long it took last, on which machine: README, "Results").
 set -euo pipefail
 cd "$(dirname "$0")"
 export MPLBACKEND=Agg
@@ -14,38 +14,45 @@ run() {  # run NAME ARGS...: one whole process, timed by wall clock, as a user w
     python -c "print(round($(date +%s.%N) - $start, 1))" > "$out/$name/wall_seconds"
 }
 
-# each default run, then the same model with --objective flow and with --objective flow --reflow right beside it
+# each default run, then the same model with --objective flow, --reflow and --reflow --distill right beside it
 # (the whole runs' times compared)
 run spiral_mlp       diffusion_spiral.py
 run spiral_mlp_flow  diffusion_spiral.py --objective flow
 run spiral_mlp_reflow diffusion_spiral.py --objective flow --reflow
+run spiral_mlp_distill diffusion_spiral.py --objective flow --reflow --distill --sample-steps 1
+run spiral_mlp_distill_seed1 diffusion_spiral.py --objective flow --reflow --distill --sample-steps 1 --seed 1 --no-plots
 python bench/seed_recipe.py > "$out/seed_recipe.json"   # the seed's spiral recipe, timed right beside them
-run spiral_mlp_ddim  diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
+run spiral_mlp_ddim  diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --sampler ddim --sample-steps 20
 run spiral_unet      diffusion_spiral.py --model unet
 run spiral_unet_flow diffusion_spiral.py --model unet --objective flow
 run spiral_unet_reflow diffusion_spiral.py --model unet --objective flow --reflow
+run spiral_unet_distill diffusion_spiral.py --model unet --objective flow --reflow --distill --sample-steps 1
 run spiral_unet_ddim diffusion_spiral.py --load "$out/spiral_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run sine_mlp         diffusion_sine.py
 run sine_mlp_flow    diffusion_sine.py --objective flow
 run sine_mlp_reflow  diffusion_sine.py --objective flow --reflow
+run sine_mlp_distill diffusion_sine.py --objective flow --reflow --distill --sample-steps 1
 run sine_mlp_ddim    diffusion_sine.py --load "$out/sine_mlp/model.pt" --sampler ddim --sample-steps 20 --no-plots
 run sine_unet        diffusion_sine.py --model unet --device cpu
 run sine_unet_flow   diffusion_sine.py --model unet --device cpu --objective flow
 run sine_unet_reflow diffusion_sine.py --model unet --device cpu --objective flow --reflow
+run sine_unet_distill diffusion_sine.py --model unet --device cpu --objective flow --reflow --distill --sample-steps 1
 run sine_unet_ddim   diffusion_sine.py --load "$out/sine_unet/model.pt" --sampler ddim --sample-steps 20 --no-plots
 # the animations, from the saved models (kept out of the timed runs above)
 run spiral_gif       diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --gif
 run sine_gif         diffusion_sine.py --load "$out/sine_unet/model.pt" --gif
 
-for f in forward loss samples reverse; do cp "$out/spiral_mlp/$f.png" "img/spiral_$f.png"; done
+for f in forward loss samples reverse schedule field; do cp "$out/spiral_mlp/$f.png" "img/spiral_$f.png"; done
+cp "$out/spiral_mlp_flow/field.png" img/spiral_field_flow.png
+cp "$out/spiral_mlp_ddim/reverse.png" img/spiral_reverse_ddim.png
 cp "$out/spiral_unet/samples.png" img/spiral_samples_unet.png
 cp "$out/spiral_gif/reverse.gif" img/spiral_reverse.gif
 for f in forward reverse; do cp "$out/sine_unet/$f.png" "img/sine_$f.png"; done
 for m in mlp unet; do for f in samples loss; do cp "$out/sine_$m/$f.png" "img/sine_${f}_$m.png"; done; done
 cp "$out/sine_gif/reverse.gif" img/sine_reverse.gif
 cp "$out/spiral_mlp_flow/forward.png" img/spiral_forward_flow.png
-cp "$out/spiral_mlp_reflow/reflow.png" img/spiral_reflow.png
-cp "$out/sine_unet_reflow/reflow.png" img/sine_reflow.png
+cp "$out/spiral_mlp_distill/reflow.png" img/spiral_reflow.png
+cp "$out/sine_unet_distill/reflow.png" img/sine_reflow.png
 
 # ---- what "straight" means: 100 sampling paths of the eps model's DDIM, the flow model's Euler and the reflowed
 # model's Euler (20 steps)
@@ -56,7 +63,7 @@ for run, sampler, name in [("spiral_mlp", "ddim", "eps model, DDIM"), ("spiral_m
                            ("spiral_mlp_reflow", "euler", "reflowed, Euler")]:
     ckpt = torch.load(f"{out}/{run}/model.pt", weights_only=True)
     cfg = ds.Config(**ckpt["config"])
-    model = ds.build_model(cfg.model, cfg, ckpt["schedule"])
+    model = ds.network(cfg, ckpt["schedule"])
     model.load_state_dict(ckpt["model"])
     traj = []
     ds.sample(model.eval(), 2000, ckpt["schedule"], sampler, 20, torch.Generator().manual_seed(2), clip=cfg.clip,
@@ -64,7 +71,7 @@ for run, sampler, name in [("spiral_mlp", "ddim", "eps model, DDIM"), ("spiral_m
     ratio = ds.straightness(traj)
     print(f"paths, {name} 20 steps: mean length / mean distance from start to end = {ratio:.3f}")
     panels.append((torch.stack(traj)[:, :100], f"{name}, 20 steps\npaths {ratio:.2f}x the straight lines"))
-ds.row("img", "spiral_paths.png", "100 sampling paths from noise (x_1) to data", panels)
+ds.grid("img", "spiral_paths.png", "100 sampling paths from noise to data", [panels])
 PY
 
 # ---- few-step samplers from the saved models: quality against network calls (README and RESULTS.md); a run
@@ -75,7 +82,7 @@ out = sys.argv[1]
 calls = [1, 2, 4, 10, 20]
 runs = {"": [(s, k, 0) for s in ["ddim", "dpm"] for k in calls + [50]],
         "_flow": [("euler", k, eta) for k in calls + [50] for eta in [0, 1]] + [("midpoint", 5, 0), ("midpoint", 10, 0)],
-        "_reflow": [("euler", k, 0) for k in calls]}
+        "_reflow": [("euler", k, 0) for k in calls], "_distill": [("euler", k, 0) for k in calls]}
 for script in ["spiral", "sine"]:
     mod = importlib.import_module(f"diffusion_{script}")
     for model in ["mlp", "unet"]:
@@ -122,7 +129,7 @@ points = ds.make_data(2000, torch.Generator().manual_seed(1234))
 def load(run):
     ckpt = torch.load(f"{out}/{run}/model.pt", weights_only=True)
     cfg = ds.Config(**ckpt["config"])
-    model = ds.build_model(cfg.model, cfg, ckpt["schedule"])
+    model = ds.network(cfg, ckpt["schedule"])
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt["schedule"]
 log_p_data = ds.data_log_density(points)
@@ -166,7 +173,8 @@ for script, keys in cols.items():
     print("|---" * (4 + len(keys) + kl) + "|")
     for model in ["mlp", "unet"]:
         for suffix, label in [("", "ddpm, trained"), ("_ddim", "ddim 20, --load"), ("_flow", "flow, euler 20, trained"),
-                              ("_reflow", "flow + reflow, euler 20, trained")]:
+                              ("_reflow", "flow + reflow, euler 20, trained"),
+                              ("_distill", "flow + reflow + distill, euler 1, trained")]:
             d = os.path.join(out, f"{script}_{model}{suffix}")
             m = json.load(open(os.path.join(d, "metrics.json")))
             wall = open(os.path.join(d, "wall_seconds")).read().strip()
@@ -174,7 +182,8 @@ for script, keys in cols.items():
             row = [f"{model}, {label}", f"{m['parameters']:,}", sps, wall] + [f"{m['quality'][k]:.4f}" for k, _ in keys]
             if kl:
                 lik = m["likelihood"]
-                row.append(f"{lik['kl']:.3f} +- {lik['kl_stderr']:.3f} ({'exact' if lik['method'] == 'ode' else 'bound'})")
+                row.append("none: no ODE" if lik is None else
+                           f"{lik['kl']:.3f} +- {lik['kl_stderr']:.3f} ({'exact' if lik['method'] == 'ode' else 'bound'})")
             print("| " + " | ".join(row) + " |")
         if script == "sine":  # the same model with its label hidden: --frequency F --guidance 0 ignores F
             q = json.load(open(os.path.join(out, f"sine_{model}_f2.5_w0", "metrics.json")))["quality"]
@@ -201,8 +210,10 @@ for script, keys in few.items():
         eta = ", eta 1" if "eta1" in str(k) else ""
         print(f"| {objective}, {sampler}{eta}, {steps} ({calls}) | " + " | ".join(row) + " |")
     for model in ["mlp", "unet"]:
-        ms = [json.load(open(os.path.join(out, f"{script}_{model}{x}", "metrics.json"))) for x in ["", "_flow", "_reflow"]]
-        w = [float(open(os.path.join(out, f"{script}_{model}{x}", "wall_seconds")).read()) for x in ["", "_flow", "_reflow"]]
+        ms = [json.load(open(os.path.join(out, f"{script}_{model}{x}", "metrics.json"))) for x in ["", "_flow", "_reflow", "_distill"]]
+        w = [float(open(os.path.join(out, f"{script}_{model}{x}", "wall_seconds")).read()) for x in ["", "_flow", "_reflow", "_distill"]]
+        print(f"{script} {model}: distillation {ms[3]['distill_seconds']:.1f} s more; whole --reflow --distill run "
+              f"{w[3]:.1f} s, {w[3] / w[2]:.2f}x the --reflow run")
         print(f"{script} {model}: training eps {ms[0]['train_seconds']:.1f} s, flow {ms[1]['train_seconds']:.1f} s, "
               f"reflow {ms[2]['reflow_seconds']:.1f} s more; whole default run eps {w[0]:.1f} s, flow {w[1]:.1f} s "
               f"({w[1] / w[0]:.2f}x), flow --reflow {w[2]:.1f} s ({w[2] / w[1]:.2f}x the flow run); straightness of "
@@ -217,7 +228,8 @@ for script in ["spiral", "sine"]:
     for model in ["mlp", "unet"]:
         for label, pick in [("eps, best of ddim and dpm", [("", "ddim", ""), ("", "dpm", "")]),
                             ("flow, euler", [("_flow", "euler", "")]), ("flow, euler, eta 1", [("_flow", "euler", "_eta1")]),
-                            ("flow + reflow, euler", [("_reflow", "euler", "")])]:
+                            ("flow + reflow, euler", [("_reflow", "euler", "")]),
+                            ("flow + reflow + distill, euler", [("_distill", "euler", "")])]:
             row = []
             for k in [1, 2, 4, 10, 20]:
                 scored = []
@@ -242,4 +254,11 @@ for model in ["mlp", "unet"]:
         for f in [1.5, 2.5, 3.5, 4.5]:
             q = json.load(open(os.path.join(out, f"sine_{model}{objective}_f{f}_w2", "metrics.json")))["quality"]
             print(f"  F={f}: {q['freq_err_median']:.4f} {q['freq_err_p90']:.4f} {q['r2_099']:.4f} {q['amp_ratio']:.4f} {q['phase_bunching']:.3f}")
+print("\nspiral MLP --reflow --distill, 1 call, seed 0 and seed 1 (p90, outliers, NN ratio):")
+for run in ["spiral_mlp_distill", "spiral_mlp_distill_seed1"]:
+    q = json.load(open(os.path.join(out, run, "metrics.json")))["quality"]
+    print(f"  {run}: {100 * q['p90']:.2f} %, {100 * q['outliers']:.2f} %, {q['nn_ratio']:.3f}")
 PY
+
+# ---- the loss of the exact predictor E[eps | x_t] at the defaults (the floor drawn in loss.png: LOSS_FLOOR)
+python bench/loss_floor.py

@@ -121,7 +121,10 @@ def main(argv=None):
     if args.collect:
         collect()
     values = json.loads(ANSWERS.read_text())["values"]
-    EXERCISES.write_text(render(TEMPLATE.read_text(), values))
+    try:
+        EXERCISES.write_text(render(TEMPLATE.read_text(), values))
+    except KeyError as e:
+        sys.exit(f"render.py: {e.args[0]}")
     print(f"wrote {EXERCISES.relative_to(ROOT)}")
 
 

@@ -20,17 +20,15 @@ run() {  # run NAME SCRIPT ARGS...: one whole process, as a student types it, ti
     launch "$name" "$script" "$script" "$@"
 }
 
-edit() {  # edit SCRIPT OLD NEW: a copy of SCRIPT in a temporary folder with the one line matching OLD changed
-    local script=$1 old=$2 new=$3 dir
-    local found
+edit() {  # edit SCRIPT OLD NEW: a copy of SCRIPT in a temporary folder, its one line matching OLD (a sed regex)
+    local script=$1 old=$2 new=$3 found dir  # changed as s|OLD|NEW|; a renamed or moved line stops the run
     found=$(grep -c -- "$old" "$script" || true)
     if [ "$found" != 1 ]; then
-        echo "exercises/run.sh: '$old' matches $found lines of $script, not 1: the script changed; fix run.sh and" \
-             "EXERCISES.md's one-line edit" >&2
+        echo "exercises/run.sh: '$old' matches $found lines of $script, not 1: the script changed; update the" \
+             "edit in exercises/run.sh and in exercises/template.md" >&2
         exit 1
     fi
-    dir=$tmp/$(echo "$old$new" | cksum | cut -d' ' -f1)
-    mkdir -p "$dir"
+    dir=$(mktemp -d "$tmp/edit.XXXXXX")
     sed "s|$old|$new|" "$script" > "$dir/$script"
     if [ "$(diff "$script" "$dir/$script" | grep -c '^>')" != 1 ]; then
         echo "exercises/run.sh: the edit '$old' -> '$new' did not change exactly one line of $script" >&2
@@ -48,7 +46,7 @@ launch() {  # launch NAME SHOWN PATH ARGS...
     local name=$1 shown=$2 path=$3; shift 3
     local dir=$out/$name start
     mkdir -p "$dir"
-    echo "python $shown $* --out $dir" > "$dir/cmd.txt"
+    echo "python $shown${*:+ $*} --out $dir" > "$dir/cmd.txt"
     printf '%-16s %s ... ' "$name" "$(cat "$dir/cmd.txt")"
     start=$(date +%s.%N)
     if ! "$PY" "$path" "$@" --out "$dir" > "$dir/log.txt" 2>&1; then
@@ -62,23 +60,27 @@ launch() {  # launch NAME SHOWN PATH ARGS...
 s=diffusion_spiral.py
 base=$out/spiral/model.pt
 
-# 1. the schedule: cosine (the default), linear scaled for T, linear unscaled (a one-line edit)
-run spiral               $s
-cp "$out/spiral/samples.png" exercises/img/spiral.png
+# 1. the schedule: cosine (the default), linear scaled for T, linear unscaled (a one-line edit) at T = 100 and 10,
+# and the sine unscaled
+run spiral               $s --no-plots
 run linear               $s --schedule linear --no-plots
 edit $s 'scale = 1000 / timesteps' 'scale = 1'
-run_edited unscaled      $s --schedule linear
-cp "$out/unscaled/samples.png" exercises/img/unscaled.png
+run_edited unscaled      $s --schedule linear --no-plots
+run_edited unscaled_T10  $s --schedule linear --timesteps 10
+cp "$out/unscaled_T10/samples.png" exercises/img/unscaled_T10.png
+edit diffusion_sine.py 'scale = 1000 / timesteps' 'scale = 1'
+run_edited sine_unscaled diffusion_sine.py --schedule linear --no-plots
 
 # 2. T, the number of noising steps (DDPM samples with T network calls)
 run T10                  $s --timesteps 10 --no-plots
 run T1000                $s --timesteps 1000 --no-plots
 
-# 3. training steps: how few still draw a spiral
-run steps100             $s --steps 100 --no-plots
-run steps300             $s --steps 300
-cp "$out/steps300/samples.png" exercises/img/steps300.png
-run steps1000            $s --steps 1000 --no-plots
+# 3. training steps: how few still draw a spiral (the figure from the saved model: the same samples)
+for n in 100 300 500 700 1000; do
+    run steps$n          $s --steps $n --no-plots
+done
+run steps1000_figure     $s --load $out/steps1000/model.pt
+cp "$out/steps1000_figure/samples.png" exercises/img/steps1000.png
 
 # 4. the Fourier features off (a one-line edit)
 edit $s '^FREQS = 6 ' 'FREQS = 0 '
@@ -86,9 +88,9 @@ run_edited fourier0      $s
 cp "$out/fourier0/samples.png" exercises/img/fourier0.png
 
 # 5. the network's width
-run width8               $s --width 8 --no-plots
-run width32              $s --width 32 --no-plots
-run width256             $s --width 256 --no-plots
+for w in 8 32 256; do
+    run width$w          $s --width $w --no-plots
+done
 
 # 6. DDPM against DDIM at 10 and 100 steps (the default model, loaded)
 run ddim10               $s --load $base --sampler ddim --sample-steps 10 --no-plots
@@ -99,6 +101,7 @@ run ddim20               $s --load $base --sampler ddim --sample-steps 20 --no-p
 run ddim20_eta05         $s --load $base --sampler ddim --sample-steps 20 --eta 0.5 --no-plots
 run ddim20_eta1          $s --load $base --sampler ddim --sample-steps 20 --eta 1 --no-plots
 run ddim100_eta1         $s --load $base --sampler ddim --sample-steps 100 --eta 1 --no-plots
+run ddim100_eta1_noclip $s --load $base --sampler ddim --sample-steps 100 --eta 1 --clip 1e6 --no-plots
 
 # 8. flow matching against eps at equal network calls
 run flow                 $s --objective flow --no-plots
@@ -116,6 +119,8 @@ run sine                 diffusion_sine.py --no-plots
 for w in 0 1 2 5; do
     run sine_w$w         diffusion_sine.py --load $out/sine/model.pt --frequency 2.5 --guidance $w --no-plots
 done
+
+# 11. the likelihood: every spiral run above reports KL(data || model); nothing more to run
 
 "$PY" -c "print(round($(date +%s.%N) - $started, 1))" > "$out/total_seconds"
 "$PY" exercises/render.py --collect

@@ -358,6 +358,6 @@ def training_data(mod, n, generator=None):
 
 
 def run_loss(mod, cfg, model, data, labels, schedule, generator=None):
-    """The script's own batch_loss for cfg (labels only where the script takes them)."""
+    """The script's own training_loss for cfg (labels only where the script takes them)."""
     extra = () if labels is None else (labels,)
-    return mod.batch_loss(cfg, model, data, schedule, generator, *extra)
+    return mod.training_loss(cfg, model, data, schedule, generator, *extra)

@@ -74,7 +74,7 @@ def test_labels_are_hidden_at_the_configured_rate(rate):
     model = lambda x, t, freq=None: seen.append(freq) or torch.zeros_like(x)
     n = 20_000
     cfg = sine.Config(label_drop=rate)
-    loss = sine.batch_loss(cfg, model, torch.zeros(n, 64), sine.make_schedule(), torch.Generator().manual_seed(0),
+    loss = sine.training_loss(cfg, model, torch.zeros(n, 64), sine.make_schedule(), torch.Generator().manual_seed(0),
                            torch.full((n,), 2.0))
     loss(torch.arange(n))                                              # one batch: every row once
     hidden = seen[0].isnan().double().mean().item()

@@ -122,7 +122,7 @@ def test_trained_flow_model_kl_is_not_negative():
     cfg = spiral.Config(objective="flow", steps=300, batch_size=256, warmup=30)
     model = spiral.network(cfg, None)
     data, g = spiral.make_data(20_000, gen(1)), gen(2)
-    spiral.train(model, spiral.batch_loss(cfg, model, data, None, g), len(data), cfg, g, log=lambda _: None)
+    spiral.train(model, spiral.training_loss(cfg, model, data, None, g), len(data), cfg, g, log=lambda _: None)
     x = spiral.make_data(400, gen(3))
     gap = spiral.data_log_density(x) - spiral.log_likelihood(model.eval(), x)
     kl, se = gap.mean().item(), gap.std().item() / math.sqrt(len(x))
