@@ -574,7 +574,7 @@ def sample(model, n, schedule, sampler="ddpm", steps=None, generator=None, eta=0
     return x
 
 
-# %% Fewer calls: reflow (Liu et al. 2023, section 3). In training many straight lines cross at each x_s, so the
+# %% Fewer calls: reflow (Liu et al. 2023). In training many straight lines cross at each x_s, so the
 # network learns their average velocity, and its sampling paths bend. Its own ODE pairs each noise eps with one
 # sample x0; trained further on the straight lines between those pairs, it learns a flow whose paths are
 # straighter, so one or two Euler steps land near where twenty did. Liu et al. prove that this rectification
@@ -616,7 +616,7 @@ def reflow(model, pairs, cfg, generator=None):
                  replace(cfg, steps=cfg.reflow_steps), generator)
 
 
-# %% Fewer calls, the last step: distillation (Liu et al. 2023, section 3). Reflow's pairs are the teacher's
+# %% Fewer calls, the last step: distillation (Liu et al. 2023). Reflow's pairs are the teacher's
 # answers: for each noise eps, the sample x0 its ODE reaches. Distillation regresses that answer directly: one
 # Euler step from s = 1, eps - v_theta(eps, 1), trained to land on x0, as one-step distillation methods since do.
 # After reflow it is cheap: the pairs are drawn already, and the reflowed model's one step is already near them.

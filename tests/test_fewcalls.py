@@ -1,14 +1,14 @@
 """Fewer network calls, in both scripts: Euler steps with DDIM's eta (fresh noise on the straight path) against
-closed forms and their exact float64 recursion, and --reflow end to end (its checkpoint, --load of it, the sine's
---frequency on a reflowed model)."""
+closed forms and their exact float64 recursion; --reflow and --distill end to end (checkpoints, --load of them,
+the sine's --frequency on a reflowed or distilled model); distillation of an exact teacher against its map."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import (TINY, assert_mean_std, data_shape, dirac_velocity, flow_eta_recursion, flow_grid, flow_schedule,
-                     gaussian_velocity, n_for, nonlinear_velocity, run_main)
+from helpers import (TINY, assert_mean_std, assert_one_line_error, data_shape, dirac_velocity, flow_eta_recursion,
+                     flow_grid, flow_schedule, gaussian_velocity, n_for, nonlinear_velocity, run_main)
 
 
 # -----------------------------------------------------------------------------
@@ -117,3 +117,75 @@ def test_frequency_on_a_reflowed_sine_model(script, reflowed, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["frequency"] == 2.5 and metrics["reflowed"] == 1 and metrics["eta"] == 1.0
     assert np.isfinite(np.load(tmp_path / "samples.npy")).all()
+
+
+# -----------------------------------------------------------------------------
+# --distill: end to end, and on an exact teacher
+
+DISTILL = ["--distill", "--distill-steps", "5"]
+
+
+def test_distill_after_reflow_in_one_run(script, tmp_path):
+    """--reflow --distill: both trainings' losses, a checkpoint marked reflowed and distilled, the figure of the
+    three models; the spiral's likelihood line says why there is none."""
+    run = run_main(script, *TINY, *REFLOW, *DISTILL, "--sample-steps", "1", "--out", tmp_path)
+    assert run.code == 0, run.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["reflowed"] == 1 and metrics["distilled"] == 1 and metrics["distill_seconds"] > 0
+    assert len(np.loadtxt(tmp_path / "loss.csv", delimiter=",", skiprows=1)) == 30 + 10 + 5
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert (ckpt["reflowed"], ckpt["distilled"]) == (1, 1) and (tmp_path / "reflow.png").is_file()
+    if script.__name__ == "diffusion_spiral":
+        assert metrics["likelihood"] is None and "no ODE" in metrics["likelihood_note"]
+
+
+def test_distill_a_loaded_reflowed_model(script, reflowed, tmp_path):
+    """--distill on a --load-ed reflowed model draws its own pairs; --load of the distilled checkpoint samples
+    what that run sampled; distilling again counts twice."""
+    run = run_main(script, *TINY, "--no-plots", "--load", reflowed / "model.pt", "--reflow-pairs", "64", *DISTILL,
+                   "--sample-steps", "1", "--out", tmp_path / "a")
+    assert run.code == 0, run.stderr
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["distilled"] == 1
+    run = run_main(script, *TINY, "--no-plots", "--load", tmp_path / "a" / "model.pt", "--sample-steps", "1",
+                   "--out", tmp_path / "b")
+    assert run.code == 0, run.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "samples.npy"), np.load(tmp_path / "a" / "samples.npy"))
+    run = run_main(script, *TINY, "--no-plots", "--load", tmp_path / "a" / "model.pt", *DISTILL, "--out", tmp_path / "c")
+    assert run.code == 0 and json.loads((tmp_path / "c" / "metrics.json").read_text())["distilled"] == 2
+
+
+@pytest.mark.parametrize("script", ["diffusion_sine"], indirect=True)
+def test_guidance_on_a_distilled_sine_model(script, tmp_path):
+    """A distilled model's one step returns a wave, not a direction: guidance beyond w = 1 is refused in one line
+    (the default w = 2 too), and w = 0 and 1, each one network call, run."""
+    assert run_main(script, *TINY, *REFLOW, *DISTILL, "--no-plots", "--out", tmp_path / "d").code == 0
+    ckpt = tmp_path / "d" / "model.pt"
+    for w in ["2", "1.5"]:
+        run = run_main(script, *TINY, "--load", ckpt, "--frequency", "2.5", "--guidance", w, "--out", tmp_path / "x")
+        assert_one_line_error(run, 2, "--guidance 1")
+    run = run_main(script, *TINY, "--load", ckpt, "--frequency", "2.5", "--out", tmp_path / "y")
+    assert_one_line_error(run, 2, "on a distilled model")
+    for w in ["0", "1"]:
+        run = run_main(script, *TINY, "--no-plots", "--load", ckpt, "--frequency", "2.5", "--guidance", w,
+                       "--sample-steps", "1", "--out", tmp_path / w)
+        assert run.code == 0, run.stderr
+
+
+def test_distillation_learns_the_exact_teachers_affine_map(script):
+    """Data N(mu, S^2 I): the exact velocity's ODE carries the noise eps to mu + S eps, an affine map. reflow_pairs
+    with that velocity as the teacher (10 midpoint steps) pairs each eps with its image to 1e-3; a tiny network
+    distilled 600 steps on 2,000 pairs then lands one Euler step from fresh noise within 0.05 (RMS) of the map."""
+    mu, S = 0.5, 0.3
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x0, noise, *labels = script.reflow_pairs(gaussian_velocity(mu, S), 2000, "cpu", g)
+    assert (x0 - (mu + S * noise)).abs().max() < 1e-3
+    cfg = script.Config(objective="flow", width=64, blocks=1, **({"channels": 8, "condition": False} if hasattr(script, "Conditional") else {}), distill_steps=600,
+                        batch_size=256, lr=1e-2, warmup=20, log_every=600)
+    model = script.network(cfg, None)
+    script.distill(model, (x0, noise, *labels), cfg, g)
+    fresh = torch.randn(500, *data_shape(script), generator=g)
+    with torch.no_grad():
+        landed = fresh - model(fresh, torch.ones(500))                              # one Euler step from s = 1
+    error = (landed - (mu + S * fresh)).pow(2).mean().sqrt().item()
+    assert error < 0.05, f"RMS {error:.3f} from mu + S eps"
