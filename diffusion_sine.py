@@ -14,28 +14,16 @@ the one you ask for, the idea behind a text prompt in an image generator); flow 
 steps); fewer network calls (fresh noise, reflow, distillation); evaluation. Below the ruler "Running the
 lesson": the command line, files and figures.
 
-Run it:
-    python diffusion_sine.py                        # residual MLP, about a minute on a laptop CPU
-    python diffusion_sine.py --model unet           # 1-D convolutional U-Net, cleaner waves
-    python diffusion_sine.py --objective flow       # flow matching
-    python diffusion_sine.py --model unet --objective flow --reflow --distill --sample-steps 1   # one network call
-    python diffusion_sine.py --load outputs/diffusion_sine/model.pt --sampler ddim --sample-steps 20
-    python diffusion_sine.py --load outputs/diffusion_sine/model.pt --frequency 2.5   # waves of frequency 2.5
-In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]); the core
-alone runs with ddpm_lesson().
+Run it: python diffusion_sine.py [--model unet] [--objective flow] (--help lists every flag); in a notebook,
+paste this file into a cell, or call main(["--model", "unet"]); the core alone runs with ddpm_lesson().
 
-References:
+References (each chapter cites its own where it starts):
     DDPM: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models", arXiv:2006.11239
     Cosine schedule: Nichol, Dhariwal 2021, "Improved DDPM", arXiv:2102.09672
     U-Net: Ronneberger, Fischer, Brox 2015, arXiv:1505.04597 (with GroupNorm residual blocks as in DDPM)
     Preconditioning: Karras, Aittala, Aila, Laine 2022, "Elucidating the Design Space", arXiv:2206.00364
     Scores: Vincent 2011, "A Connection Between Score Matching and Denoising Autoencoders"; Song, Ermon 2019,
-        arXiv:1907.05600; Song et al. 2021, "Score-Based Generative Modeling through SDEs", arXiv:2011.13456;
-        Tweedie's formula: Efron 2011, "Tweedie's Formula and Selection Bias"
-    DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502
-    DPM-Solver++: Lu, Zhou, Bao, Chen, Li, Zhu 2022, arXiv:2211.01095
-    Classifier-free guidance: Ho, Salimans 2022, arXiv:2207.12598
-    Flow matching: Lipman et al. 2023, arXiv:2210.02747; rectified flow: Liu et al. 2023, arXiv:2209.03003
+        arXiv:1907.05600; Song et al. 2021, arXiv:2011.13456; Efron 2011, "Tweedie's Formula and Selection Bias"
 """
 import argparse
 import copy
@@ -391,7 +379,8 @@ def ddpm_lesson(cfg=None):
 # ddpm_lesson() runs. Each chapter below uses only what is above it.
 
 
-# %% Faster samplers: DDIM, and DPM-Solver++(2M), the second-order solver of the ODE that DDIM solves
+# %% Faster samplers: DDIM (Song, Meng, Ermon 2021, arXiv:2010.02502), and DPM-Solver++(2M) (Lu et al. 2022,
+# arXiv:2211.01095), the second-order solver of the ODE that DDIM solves.
 
 def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
     """DDIM (Song et al. 2021): K = steps of the T steps, predicting x0 and moving straight to the next one."""
@@ -442,7 +431,8 @@ def dpm_solver(model, x, schedule, steps, clip=None):
         yield x
 
 
-# %% Asking for a frequency: conditioning, label dropping and classifier-free guidance (Ho & Salimans 2022)
+# %% Asking for a frequency: conditioning, label dropping and classifier-free guidance (Ho & Salimans 2022,
+# arXiv:2207.12598)
 
 class Conditional(nn.Module):
     """A core network (MLP or UNet) that also takes each wave's frequency f (B,), the label it learns: f is
@@ -495,9 +485,10 @@ def conditional_predictor(model, n, frequency, w, generator=None):
     return guided(model, freq.to(device), 1.0), freq
 
 
-# %% Flow matching (Lipman et al. 2023; Liu et al. 2023): data and noise joined by straight lines, x_s =
-# (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network learns the velocity along them,
-# v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from x = eps at s = 1 to s = 0.
+# %% Flow matching (Lipman et al. 2023, arXiv:2210.02747; Liu et al. 2023, arXiv:2209.03003): data and noise
+# joined by straight lines, x_s = (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network learns the
+# velocity along them, v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from x = eps at
+# s = 1 to s = 0.
 
 def flow_model(kind, cfg):
     """The same networks for flow matching: their time input is s in [0, 1], a time scale of 1 (also 0..1000),
@@ -521,7 +512,8 @@ def euler(model, x, steps, generator=None, eta=0.0):
     the step x + (s_next - s) v = (1 - s_next) x0_hat + s_next eps_hat is DDIM's (eta = 0, eq. 12) on the path
     alpha = 1 - s, sigma = s (Gao et al. 2024): flow matching changes the path, the network's target and how
     s is drawn in training, not the solver. So DDIM's eta carries over too: eta = 1 is DDPM's ancestral step
-    for a flow model, fresh noise that corrects what the deterministic steps carry along (Karras et al. 2022)."""
+    for a flow model, fresh noise that corrects what the deterministic steps carry along (Karras et al. 2022,
+    arXiv:2206.00364)."""
     s = torch.linspace(1, 0, steps + 1, device=x.device)                      # (K + 1,) s_0 = 1 .. s_K = 0
     # DDIM eq. 16 with alpha = 1 - s, sigma = s: the std of q(x_next | x, x0), times eta; 0 on the last step
     sigmas = eta * s[1:] * (1 - ((1 - s[:-1]) * s[1:] / ((1 - s[1:]) * s[:-1])) ** 2).sqrt()  # (K,)

@@ -10,27 +10,15 @@ Then optional chapters, each using only what is above it: faster samplers (DDIM,
 likelihood in nats against the spiral's own density. Below the ruler "Running the lesson": the command line,
 files and figures.
 
-Run it:
-    python diffusion_spiral.py                      # MLP, trains in seconds on a laptop CPU
-    python diffusion_spiral.py --model unet         # a U-shaped MLP for points
-    python diffusion_spiral.py --objective flow     # flow matching
-    python diffusion_spiral.py --objective flow --reflow --distill --sample-steps 1   # one network call a sample
-    python diffusion_spiral.py --load outputs/diffusion_spiral/model.pt --sampler ddim --sample-steps 20
-In a notebook: paste this file into a cell and run it (defaults), or call main(["--model", "unet"]); the core
-alone runs with ddpm_lesson().
+Run it: python diffusion_spiral.py [--model unet] [--objective flow] (--help lists every flag); in a notebook,
+paste this file into a cell, or call main(["--model", "unet"]); the core alone runs with ddpm_lesson().
 
-References:
+References (each chapter cites its own where it starts):
     DDPM: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models", arXiv:2006.11239
     Cosine schedule: Nichol, Dhariwal 2021, "Improved DDPM", arXiv:2102.09672
     Fourier features: Tancik et al. 2020, "Fourier Features Let Networks Learn High Frequency Functions"
     Scores: Vincent 2011, "A Connection Between Score Matching and Denoising Autoencoders"; Song, Ermon 2019,
-        arXiv:1907.05600; Song et al. 2021, "Score-Based Generative Modeling through SDEs", arXiv:2011.13456;
-        Tweedie's formula: Efron 2011, "Tweedie's Formula and Selection Bias"
-    DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502
-    DPM-Solver++: Lu, Zhou, Bao, Chen, Li, Zhu 2022, arXiv:2211.01095
-    Flow matching: Lipman et al. 2023, arXiv:2210.02747; rectified flow: Liu et al. 2023, arXiv:2209.03003
-    Noise in sampling: Karras, Aittala, Aila, Laine 2022, "Elucidating the Design Space", arXiv:2206.00364
-    Likelihood: Chen et al. 2018, "Neural ODEs", arXiv:1806.07366; Grathwohl et al. 2019, FFJORD, arXiv:1810.01367
+        arXiv:1907.05600; Song et al. 2021, arXiv:2011.13456; Efron 2011, "Tweedie's Formula and Selection Bias"
 """
 import argparse
 import copy
@@ -325,7 +313,8 @@ def ddpm_lesson(cfg=None):
 # ddpm_lesson() runs. Each chapter below uses only what is above it.
 
 
-# %% Faster samplers: DDIM, and DPM-Solver++(2M), the second-order solver of the ODE that DDIM solves
+# %% Faster samplers: DDIM (Song, Meng, Ermon 2021, arXiv:2010.02502), and DPM-Solver++(2M) (Lu et al. 2022,
+# arXiv:2211.01095), the second-order solver of the ODE that DDIM solves.
 
 def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
     """DDIM (Song et al. 2021): K = steps of the T steps, predicting x0 and moving straight to the next one."""
@@ -376,9 +365,10 @@ def dpm_solver(model, x, schedule, steps, clip=None):
         yield x
 
 
-# %% Flow matching (Lipman et al. 2023; Liu et al. 2023): data and noise joined by straight lines, x_s =
-# (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network learns the velocity along them,
-# v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from x = eps at s = 1 to s = 0.
+# %% Flow matching (Lipman et al. 2023, arXiv:2210.02747; Liu et al. 2023, arXiv:2209.03003): data and noise
+# joined by straight lines, x_s = (1 - s) x0 + s eps, s from 0 (data) to 1 (noise); the network learns the
+# velocity along them, v = dx_s/ds = eps - x0, and sampling integrates dx/ds = v_theta(x, s) from x = eps at
+# s = 1 to s = 0.
 
 def flow_model(kind, cfg):
     """The same networks for flow matching: their time input is s in [0, 1], a time scale of 1 (also 0..1000)."""
@@ -401,7 +391,8 @@ def euler(model, x, steps, generator=None, eta=0.0):
     the step x + (s_next - s) v = (1 - s_next) x0_hat + s_next eps_hat is DDIM's (eta = 0, eq. 12) on the path
     alpha = 1 - s, sigma = s (Gao et al. 2024): flow matching changes the path, the network's target and how
     s is drawn in training, not the solver. So DDIM's eta carries over too: eta = 1 is DDPM's ancestral step
-    for a flow model, fresh noise that corrects what the deterministic steps carry along (Karras et al. 2022)."""
+    for a flow model, fresh noise that corrects what the deterministic steps carry along (Karras et al. 2022,
+    arXiv:2206.00364)."""
     s = torch.linspace(1, 0, steps + 1, device=x.device)                      # (K + 1,) s_0 = 1 .. s_K = 0
     # DDIM eq. 16 with alpha = 1 - s, sigma = s: the std of q(x_next | x, x0), times eta; 0 on the last step
     sigmas = eta * s[1:] * (1 - ((1 - s[:-1]) * s[1:] / ((1 - s[1:]) * s[:-1])) ** 2).sqrt()  # (K,)
@@ -563,7 +554,7 @@ def data_log_density(x, noise=CoreConfig.noise):
 @torch.no_grad()
 def log_likelihood(model, x, steps=100):
     """log p_model(x) of a flow model, float64 (n,). A flow model is a continuous normalizing flow (Chen et al.
-    2018, Neural ODEs; Grathwohl et al. 2019, FFJORD): along dx/ds = v_theta(x, s) the density changes as
+    2018, Neural ODEs, arXiv:1806.07366; Grathwohl et al. 2019, FFJORD, arXiv:1810.01367): along dx/ds = v_theta(x, s) the density changes as
     d log p_s(x_s) / ds = -div v_theta(x_s, s) (Chen et al., Theorem 1), so carrying x from s = 0 to s = 1,
         log p(x) = log N(x at s = 1; 0, I) + int_0^1 div v_theta(x_s, s) ds.
     K midpoint steps on s_i = (i/K)^2: the divergence peaks where s reaches the jitter's scale, but the learned

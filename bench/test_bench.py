@@ -12,6 +12,7 @@ TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the pe
 NUM_SAMPLES = 1000    # batch of the sampling loops
 FEW_STEPS = 20       # DDIM, DPM-Solver and Euler steps
 REFLOW_PAIRS = 1000  # pairs of the reflow benchmark (the defaults: spiral 20,000, sine 10,000)
+DISTILL_STEPS = 20   # distill() steps per round of the distillation benchmark
 LIKELIHOOD_POINTS = 1000
 
 
@@ -82,6 +83,24 @@ def test_reflow_pairs(benchmark, script, kind, device, trained, objective):
         return
     per_pair = benchmark.stats.stats.median / REFLOW_PAIRS
     benchmark.extra_info.update(seconds_per_pair=per_pair, default_pairs_seconds=per_pair * cfg.reflow_pairs)
+
+
+@pytest.mark.parametrize("objective", ["flow"], indirect=True)
+def test_distill_round(benchmark, script, kind, device, trained, objective):
+    """One --distill round: DISTILL_STEPS steps of the script's distill() on REFLOW_PAIRS pairs drawn once (the
+    weights are the trained flow model's: a reflowed network costs the same); extra_info scales it to the
+    default --distill-steps."""
+    cfg, schedule, model = trained
+    gen = torch.Generator(device=device).manual_seed(0)
+    pairs = script.reflow_pairs(model, REFLOW_PAIRS, device, gen)
+    cfg.distill_steps, cfg.log_every = DISTILL_STEPS, DISTILL_STEPS                # one loss read, at the end
+    benchmark.group = f"{script.__name__} {kind} distill ({DISTILL_STEPS} steps, batch {cfg.batch_size})"
+    benchmark.pedantic(timed(lambda: script.distill(model, pairs, cfg, gen), device), rounds=3, warmup_rounds=1,
+                       iterations=1)
+    if benchmark.disabled:
+        return
+    per_step = benchmark.stats.stats.median / DISTILL_STEPS
+    benchmark.extra_info.update(seconds_per_step=per_step, default_steps_seconds=per_step * script.Config.distill_steps)
 
 
 @pytest.mark.parametrize("objective", ["flow"], indirect=True)
