@@ -477,22 +477,28 @@ def reflow(model, pairs, cfg, generator=None):
                  replace(cfg, steps=cfg.reflow_steps), generator)
 
 
-# %% Fewer calls, the last step: distillation (Liu et al. 2023). Reflow's pairs are the teacher's
-# answers: for each noise eps, the sample x0 its ODE reaches. Distillation regresses that answer directly: one
-# Euler step from s = 1, eps - v_theta(eps, 1), trained to land on x0, as one-step distillation methods since do.
-# After reflow it is cheap: the pairs are drawn already, and the reflowed model's one step is already near them.
-# What it gives up: v at s = 1 becomes an answer, not a direction, so more steps no longer refine (README), and
-# a one-step map has no ODE, so the ODE's likelihood is no longer the density of what it samples.
+# %% Fewer calls, the last step: distillation (Liu et al. 2023). Reflow's pairs are the teacher's answers: for each
+# noise eps, the sample x0 its ODE reaches. Distillation regresses that answer directly: one Euler step from s = 1,
+# eps - v_theta(eps, 1), trained to land on x0, as one-step distillation methods since do. After reflow it is
+# cheap: the pairs are drawn already, and the reflowed model's one step is already near them. What it gives up:
+# v at s = 1 becomes an answer, not a direction, so guidance, which extrapolates between two of them, no longer
+# steers; and a one-step map has no ODE, so the ODE's likelihood is not the density of what one step samples.
 
-def distill_loss(model, x0, noise):
-    """|| (eps - x0) - v_theta(eps, 1) ||^2: the one Euler step eps - v_theta(eps, 1) against the pair's x0."""
-    s = torch.ones(x0.shape[0], device=x0.device)                                      # (B,) s = 1: the noise
-    return F.mse_loss(model(noise, s), noise - x0)
+def distill_loss(model, x0, noise, generator=None, share=0.75):
+    """reflow_loss with s = 1 for a share of the pairs: there x_s is the noise eps, and the loss is
+    || (eps - x0) - v_theta(eps, 1) ||^2, the one Euler step eps - v_theta(eps, 1) against the pair's x0. The rest
+    keep s uniform, so the path stays learned and more steps still refine (with s = 1 alone, 2 steps strayed
+    more than 1: RESULTS.md)."""
+    s = torch.rand(x0.shape[0], generator=generator, device=x0.device)                # (B,) s ~ U[0, 1)
+    at_one = torch.rand(x0.shape[0], generator=generator, device=x0.device) < share   # (B,) which pairs
+    s = torch.where(at_one, torch.ones_like(s), s)
+    x_s = (1 - s[:, None]) * x0 + s[:, None] * noise                                   # (B, 1) * (B, 2)
+    return F.mse_loss(model(x_s, s), noise - x0)
 
 def distill(model, pairs, cfg, generator=None):
     """cfg.distill_steps steps of train() on distill_loss over the pairs (x0, eps). Returns their losses."""
     x0, noise = pairs
-    return train(model, lambda rows: distill_loss(model, x0[rows], noise[rows]), len(x0),
+    return train(model, lambda rows: distill_loss(model, x0[rows], noise[rows], generator), len(x0),
                  replace(cfg, steps=cfg.distill_steps), generator)
 
 

@@ -14,23 +14,28 @@ trap 'rm -rf "$tmp"' EXIT
 rm -rf "$out"
 mkdir -p "$out" exercises/img
 started=$(date +%s.%N)
+# every run uses one snapshot of the two scripts, taken now: editing them meanwhile changes no number here
+snap=$tmp/scripts
+mkdir -p "$snap"
+cp diffusion_spiral.py diffusion_sine.py "$snap/"
+"$PY" -m py_compile "$snap/diffusion_spiral.py" "$snap/diffusion_sine.py"
 
 run() {  # run NAME SCRIPT ARGS...: one whole process, as a student types it, timed by the wall clock
     local name=$1 script=$2; shift 2
-    launch "$name" "$script" "$script" "$@"
+    launch "$name" "$script" "$snap/$script" "$@"
 }
 
 edit() {  # edit SCRIPT OLD NEW: a copy of SCRIPT in a temporary folder, its one line matching OLD (a sed regex)
     local script=$1 old=$2 new=$3 found dir  # changed as s|OLD|NEW|; a renamed or moved line stops the run
-    found=$(grep -c -- "$old" "$script" || true)
+    found=$(grep -c -- "$old" "$snap/$script" || true)
     if [ "$found" != 1 ]; then
         echo "exercises/run.sh: '$old' matches $found lines of $script, not 1: the script changed; update the" \
              "edit in exercises/run.sh and in exercises/template.md" >&2
         exit 1
     fi
     dir=$(mktemp -d "$tmp/edit.XXXXXX")
-    sed "s|$old|$new|" "$script" > "$dir/$script"
-    if [ "$(diff "$script" "$dir/$script" | grep -c '^>')" != 1 ]; then
+    sed "s|$old|$new|" "$snap/$script" > "$dir/$script"
+    if [ "$(diff "$snap/$script" "$dir/$script" | grep -c '^>')" != 1 ]; then
         echo "exercises/run.sh: the edit '$old' -> '$new' did not change exactly one line of $script" >&2
         exit 1
     fi
@@ -49,8 +54,8 @@ launch() {  # launch NAME SHOWN PATH ARGS...
     echo "python $shown${*:+ $*} --out $dir" > "$dir/cmd.txt"
     printf '%-16s %s ... ' "$name" "$(cat "$dir/cmd.txt")"
     start=$(date +%s.%N)
-    if ! "$PY" "$path" "$@" --out "$dir" > "$dir/log.txt" 2>&1; then
-        echo "FAILED"; tail -n 20 "$dir/log.txt" >&2
+    if ! "$PY" "$path" "$@" --out "$dir" > "$dir/log.txt" 2>&1 || [ ! -f "$dir/metrics.json" ]; then
+        echo "FAILED (no metrics.json; see $dir/log.txt)"; tail -n 20 "$dir/log.txt" >&2
         exit 1
     fi
     "$PY" -c "print(round($(date +%s.%N) - $start, 2))" > "$dir/wall_seconds"

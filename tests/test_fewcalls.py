@@ -180,7 +180,7 @@ def test_distillation_learns_the_exact_teachers_affine_map(script):
     g = torch.Generator().manual_seed(0)
     x0, noise, *labels = script.reflow_pairs(gaussian_velocity(mu, S), 2000, "cpu", g)
     assert (x0 - (mu + S * noise)).abs().max() < 1e-3
-    cfg = script.Config(objective="flow", width=64, blocks=1, **({"channels": 8, "condition": False} if hasattr(script, "Conditional") else {}), distill_steps=600,
+    cfg = script.Config(objective="flow", width=256, blocks=1, **({"channels": 8, "condition": False} if hasattr(script, "Conditional") else {}), distill_steps=600,
                         batch_size=256, lr=1e-2, warmup=20, log_every=600)
     model = script.network(cfg, None)
     script.distill(model, (x0, noise, *labels), cfg, g)

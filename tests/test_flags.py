@@ -1,0 +1,64 @@
+"""Every accepted value runs or is refused in one line: each flag of both scripts at tiny and odd values (sizes 1,
+2, 3, 7, 13; floats near 0), alone and with --model unet and --objective flow. A case passes if main() returns, or
+exits with status 2 and one line on stderr; a traceback, a hang or a NaN sample fails it. Each case is a tiny run
+(a few steps, a few samples), all of a script's cases in one test to keep the suite quick."""
+import numpy as np
+import pytest
+
+from helpers import run_main
+
+SMALL = ["--steps", "3", "--num-train", "64", "--batch-size", "8", "--num-samples", "8", "--log-every", "2",
+         "--no-plots"]
+FLOW = ["--objective", "flow"]
+REFLOW = [*FLOW, "--reflow", "--reflow-pairs", "8", "--reflow-steps", "2"]
+
+BOTH = [
+    ["--steps", "1"], ["--steps", "7"], ["--batch-size", "1"], ["--batch-size", "13"], ["--batch-size", "200"],
+    ["--num-train", "1"], ["--num-train", "2"], ["--num-samples", "1"], ["--num-samples", "2"], ["--lr", "1e-9"],
+    ["--warmup", "1"], ["--warmup", "13"], ["--log-every", "1"], ["--log-every", "13"], ["--seed", "0"],
+    ["--seed", "18446744073709551615"], ["--timesteps", "2"], ["--timesteps", "3", "--schedule", "linear"],
+    ["--timesteps", "7", "--sampler", "ddim", "--sample-steps", "7"], ["--timesteps", "2", "--sampler", "dpm",
+    "--sample-steps", "2"], ["--sampler", "ddim", "--sample-steps", "1"], ["--sampler", "dpm", "--sample-steps", "1"],
+    ["--sampler", "dpm", "--sample-steps", "3"], ["--sampler", "ddim", "--eta", "1e-6"], ["--sampler", "ddim",
+    "--clip", "1e-6"], ["--width", "1"], ["--width", "3"], ["--blocks", "1"], ["--blocks", "13"],
+    [*FLOW, "--sample-steps", "1"], [*FLOW, "--sample-steps", "1", "--eta", "1"], [*FLOW, "--sample-steps", "2",
+    "--eta", "1e-6"], [*FLOW, "--sampler", "midpoint", "--sample-steps", "1"], [*FLOW, "--sample-steps", "13"],
+    [*REFLOW], [*REFLOW, "--reflow-pairs", "1", "--reflow-steps", "1"], [*REFLOW, "--distill", "--distill-steps", "1"],
+    [*REFLOW, "--batch-size", "1", "--distill", "--distill-steps", "2", "--sample-steps", "1"],
+    ["--model", "unet", "--timesteps", "2"], ["--model", "unet", *FLOW, "--sample-steps", "1"],
+    ["--model", "unet", *REFLOW, "--distill", "--distill-steps", "1"],
+    ["--num-samples", "1", "--plots", "--gif", "--sampler", "ddim", "--sample-steps", "2"],   # the figures, at tiny sizes
+    [*FLOW, "--num-samples", "2", "--plots", "--sample-steps", "1"], ["--timesteps", "2", "--plots"],
+]
+CASES = {
+    "diffusion_spiral": BOTH + [
+        ["--noise", "0"], ["--noise", "1e-6"], ["--noise", "1e-3"], [*FLOW, "--noise", "1e-6"], ["--noise", "3"],
+        ["--model", "unet", "--unet-width", "2"], ["--model", "unet", "--unet-width", "3"],
+        ["--model", "unet", "--unet-width", "7", *FLOW], ["--model", "unet", "--unet-width", "13"],
+    ],
+    "diffusion_sine": BOTH + [
+        *(["--model", "unet", "--channels", c] for c in ["1", "2", "3", "7", "12", "13"]),
+        ["--model", "unet", "--channels", "3", *FLOW], ["--label-drop", "0"], ["--label-drop", "1"],
+        ["--label-drop", "1", "--frequency", "2.5"], ["--frequency", "1", "--guidance", "0"],
+        ["--frequency", "4.999", "--guidance", "13"], ["--no-condition", *FLOW], ["--no-condition", *REFLOW],
+        [*REFLOW, "--distill", "--distill-steps", "1", "--frequency", "2.5", "--guidance", "1"],
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_flag_at_tiny_and_odd_values_runs_or_is_refused_in_one_line(name, tmp_path):
+    from helpers import import_script
+    script = import_script(name)
+    failed = []
+    for i, case in enumerate(CASES[name]):
+        args = [a for a in SMALL if not (a == "--no-plots" and "--plots" in case)] + [a for a in case if a != "--plots"]
+        run = run_main(script, *args, "--out", tmp_path / str(i))
+        lines = [line for line in run.stderr.splitlines() if line.strip()]
+        if run.code == 0:
+            samples = np.load(tmp_path / str(i) / "samples.npy")
+            if not np.isfinite(samples).all():
+                failed.append(f"{case}: NaN samples")
+        elif run.code != 2 or len(lines) != 1 or "Traceback" in run.stderr:
+            failed.append(f"{case}: exit {run.code}, stderr {run.stderr[-300:]!r}")
+    assert not failed, "\n".join(failed)
