@@ -40,15 +40,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% Config: every knob, with its default (the default run) and its help. Each is also a flag: batch_size is
-# --batch-size, plots is --no-plots. min/max bound a number (without them it must be positive); unet=...
-# is the default when --model unet is chosen. The core reads the first group only.
-
-def knob(default, help, **flag):
-    return field(default=default, metadata=dict(help=help, **flag))
-
-SAMPLERS = dict(eps=("ddpm", "ddim", "dpm"), flow=("euler", "midpoint"))  # what fits each objective, default first
-
 # %% Config: the core's knobs, with their defaults (the default run) and help. The chapters add theirs (Config,
 # below the ruler). Each is also a flag: batch_size is --batch-size. min/max bound a number (without them it
 # must be positive); unet=... is the default when --model unet is chosen.
@@ -462,7 +453,7 @@ def with_labels(model, freq, label_drop=0.0, generator=None):
     return lambda x, t: model(x, t, freq)
 
 def guided(model, freq, w):
-    """Classifier-free guidance as a predictor sample() takes: (x_t, t) -> eps for waves of frequency freq
+    """Classifier-free guidance as a predictor the samplers take: (x_t, t) -> eps for waves of frequency freq
     (n,). eps = eps(x_t, t) + w (eps(x_t, t, f) - eps(x_t, t))   (Ho & Salimans 2022, eq. 6 with w = 1 + theirs):
     w = 0 ignores f, w = 1 is the plain conditional model, w > 1 pushes further away from the unconditional
     prediction, towards what makes f likely (RESULTS.md measures w). A flow model's velocities mix the same way:
@@ -1171,7 +1162,7 @@ def plot_schedule(out, T):
         axes[0].plot(abar, label=f"{name}: at t = T-1, {abar[-1]:.1e}")
         axes[1].plot((abar / (1 - abar)).log(), label=name)
     axes[0].set(xlabel="step t", ylabel="abar_t", title="abar_t in x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps:\n"
-                "sampling starts from N(0, I), so at t = T-1 it must be near 0")
+                "sampling starts from N(0, I), x_{T-1}'s law only if abar_{T-1} is near 0")
     axes[1].set(xlabel="step t", ylabel="log(abar_t / (1 - abar_t))", title="log signal-to-noise ratio")
     axes[0].legend()
     save(fig, out, "schedule.png")

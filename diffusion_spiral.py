@@ -1059,7 +1059,7 @@ def plot_schedule(out, T):
         axes[0].plot(abar, label=f"{name}: at t = T-1, {abar[-1]:.1e}")
         axes[1].plot((abar / (1 - abar)).log(), label=name)
     axes[0].set(xlabel="step t", ylabel="abar_t", title="abar_t in x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps:\n"
-                "sampling starts from N(0, I), so at t = T-1 it must be near 0")
+                "sampling starts from N(0, I), x_{T-1}'s law only if abar_{T-1} is near 0")
     axes[1].set(xlabel="step t", ylabel="log(abar_t / (1 - abar_t))", title="log signal-to-noise ratio")
     axes[0].legend()
     save(fig, out, "schedule.png")

@@ -21,6 +21,8 @@ run spiral_mlp_flow  diffusion_spiral.py --objective flow
 run spiral_mlp_reflow diffusion_spiral.py --objective flow --reflow
 run spiral_mlp_distill diffusion_spiral.py --objective flow --reflow --distill --sample-steps 1
 run spiral_mlp_distill_seed1 diffusion_spiral.py --objective flow --reflow --distill --sample-steps 1 --seed 1 --no-plots
+# what the teacher's training buys a 1-call model: the flow MLP trained 4x longer, then the same reflow and distillation
+run spiral_mlp_distill_8000 diffusion_spiral.py --objective flow --steps 8000 --reflow --distill --sample-steps 1 --no-plots
 python bench/seed_recipe.py > "$out/seed_recipe.json"   # the seed's spiral recipe, timed right beside them
 run spiral_mlp_ddim  diffusion_spiral.py --load "$out/spiral_mlp/model.pt" --sampler ddim --sample-steps 20
 run spiral_unet      diffusion_spiral.py --model unet
@@ -117,6 +119,24 @@ for model in ["mlp", "unet"]:
 PY
 python diffusion_sine.py --load "$out/sine_unet/model.pt" --frequency 2.5 --out "$out/sine_guidance"  # the figure
 cp "$out/sine_guidance/guidance.png" img/sine_guidance.png
+
+# ---- guidance on a distilled sine model, at one call: w = 0, 1 and 2 (the script refuses w beyond 1; measured here
+# with its own functions), 512 waves asked for at F = 2.5
+python - "$out" <<'PY'
+import sys, torch, diffusion_sine as sine
+out = sys.argv[1]
+for model_kind in ["mlp", "unet"]:
+    ckpt = torch.load(f"{out}/sine_{model_kind}_distill/model.pt", weights_only=True)
+    cfg = sine.Config(**ckpt["config"])
+    model = sine.network(cfg, ckpt["schedule"])
+    model.load_state_dict(ckpt["model"])
+    for w in [0, 1, 2]:
+        net, _ = sine.conditional_predictor(model.eval(), 512, 2.5, w)
+        x = sine.sample(net, 512, ckpt["schedule"], "euler", 1, torch.Generator().manual_seed(2))
+        q = sine.evaluate(x, torch.Generator().manual_seed(3), 2.5)
+        print(f"distilled sine {model_kind}, 1 call, F = 2.5, w = {w}: R^2>=0.99 {q['r2_099']:.3f}, median R^2 "
+              f"{q['r2_median']:.4f}, median |f - F| {q['freq_err_median']:.4f}, amplitude W1 {q['amp_w1']:.3f}")
+PY
 
 # ---- the spiral's likelihood (RESULTS.md): the ODE's grid against K, an independent check of the printed KL (another
 # 2,000 points, 4x the steps), and DDPM's bound against T at the same training budget
@@ -254,8 +274,8 @@ for model in ["mlp", "unet"]:
         for f in [1.5, 2.5, 3.5, 4.5]:
             q = json.load(open(os.path.join(out, f"sine_{model}{objective}_f{f}_w2", "metrics.json")))["quality"]
             print(f"  F={f}: {q['freq_err_median']:.4f} {q['freq_err_p90']:.4f} {q['r2_099']:.4f} {q['amp_ratio']:.4f} {q['phase_bunching']:.3f}")
-print("\nspiral MLP --reflow --distill, 1 call, seed 0 and seed 1 (p90, outliers, NN ratio):")
-for run in ["spiral_mlp_distill", "spiral_mlp_distill_seed1"]:
+print("\nspiral MLP --reflow --distill, 1 call: seed 0, seed 1, and a teacher of 8,000 steps (p90, outliers, NN ratio):")
+for run in ["spiral_mlp_distill", "spiral_mlp_distill_seed1", "spiral_mlp_distill_8000"]:
     q = json.load(open(os.path.join(out, run, "metrics.json")))["quality"]
     print(f"  {run}: {100 * q['p90']:.2f} %, {100 * q['outliers']:.2f} %, {q['nn_ratio']:.3f}")
 PY

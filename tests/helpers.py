@@ -211,7 +211,7 @@ def gaussian_eps_affine(mu, s):
 def ode_solution(alpha_bars, mu, s, m=0.0, V=1.0):
     """The probability-flow ODE's exact output for data N(mu, s^2), started from x_T ~ N(m, V) and run to
     abar = 1: along the ODE, (x_t - sqrt(abar_t) mu) / sqrt(v_t) is constant, v_t = abar_t s^2 + 1 - abar_t
-    (the marginal's variance), so x_0 = mu + s (x_T - sqrt(abar_T) mu) / sqrt(v_T)."""
+    (the marginal's variance), so the output is mu + s (x_T - sqrt(abar_T) mu) / sqrt(v_T)."""
     aT = float(alpha_bars[-1])
     k = s / math.sqrt(aT * s ** 2 + 1 - aT)
     return mu + k * (m - math.sqrt(aT) * mu), k * math.sqrt(V)
@@ -319,7 +319,7 @@ def gaussian_velocity(mu, S, affine=None):
 
 def flow_recursion(affine, times, sampler="euler", m=0.0, sd=1.0):
     """Mean and std of the flow sampler's output, exact, float64, for a velocity affine in x (affine(s) -> (a, b)),
-    started from x_1 ~ N(m, sd^2). Euler: x' = x + h v(x, s), h = s' - s, so x' = (1 + h a) x + h b.
+    started from noise x ~ N(m, sd^2) at s = 1. Euler: x' = x + h v(x, s), h = s' - s, so x' = (1 + h a) x + h b.
     Midpoint: x_mid = x + (h/2) v(x, s), x' = x + h v(x_mid, s + h/2)."""
     for s, s_next in zip(times[:-1], times[1:]):
         h = s_next - s
@@ -335,7 +335,7 @@ def flow_recursion(affine, times, sampler="euler", m=0.0, sd=1.0):
 
 def flow_eta_recursion(mu, S, times, eta, m=0.0, sd=1.0):
     """Mean and std of Euler steps with DDIM's eta on the straight path (alpha = 1 - s, sigma = s), exact, float64,
-    for data N(mu, S^2) and its exact velocity, from x_1 ~ N(m, sd^2). The posterior q(x_{s'} | x_s, x0) of the
+    for data N(mu, S^2) and its exact velocity, from noise x ~ N(m, sd^2) at s = 1. The posterior q(x_{s'} | x_s, x0) of the
     path x_s = (1 - s) x0 + s eps, written as DDIM writes it (eq. 16), has std
     sig = eta s' sqrt(1 - ((1 - s) s' / ((1 - s') s))^2), and the step is
     x' = (1 - s') x0_hat + sqrt(s'^2 - sig^2) eps_hat + sig z. Gaussian conditioning on x_s (mean (1 - s) mu,

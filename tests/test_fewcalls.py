@@ -14,7 +14,7 @@ from helpers import (TINY, assert_mean_std, assert_one_line_error, data_shape, d
 # -----------------------------------------------------------------------------
 # --eta on Euler steps, with exact velocities
 
-# the variance after K steps for data N(mu, 0.2^2) from x_1 ~ N(0, 1), computed independently in float64 from the
+# the variance after K steps for data N(mu, 0.2^2) from noise x ~ N(0, 1) at s = 1, computed independently in float64 from the
 # recursion of the step's coefficients (flow_eta_recursion's docstring): the noise of eta = 1 shrinks it further
 ETA_TABLE = {(5, 0): 0.012969, (5, 1): 0.011301, (10, 0): 0.023770, (10, 1): 0.018709, (20, 0): 0.030977,
              (20, 1): 0.025292, (100, 0): 0.038017, (100, 1): 0.035506}
@@ -52,7 +52,7 @@ def test_single_point_comes_back_at_any_eta(script, steps, eta):
 
 def test_eta_zero_is_plain_euler_bit_for_bit(script):
     """eta = 0 is the Euler step x + (s_next - s) v itself, bit for bit (the samples of every run without --eta are
-    unchanged), and draws no noise: the generator is left where the start x_1 left it."""
+    unchanged), and draws no noise: the generator is left where drawing the start left it."""
     K, n, shape = 9, 32, data_shape(script)
     g = torch.Generator().manual_seed(3)
     out = script.sample(nonlinear_velocity, n, flow_schedule(script), "euler", K, g, eta=0.0, shape=shape)

@@ -32,8 +32,8 @@ def test_single_point_comes_back_exactly(script, sampler, calls, steps):
         assert out.shape == (128,) + tuple(x0.shape) and err < 1e-5, f"seed {seed}: max |x - x0*| = {err:.2e}"
 
 
-# mean and spread after K Euler steps (equal steps in s) for data N(0.5, 0.2^2) from x_1 ~ N(0, 1), computed
-# independently in float64 from the linear recursion of the exact velocity (one step returns E[x0 | x_1] = mu)
+# mean and spread after K Euler steps (equal steps in s) for data N(0.5, 0.2^2) from noise x ~ N(0, 1) at s = 1, computed
+# independently in float64 from the linear recursion of the exact velocity (one step returns E[x0 | x at s = 1] = mu)
 EULER_TABLE = {1: 0.0, 2: 0.0385, 5: 0.1139, 10: 0.1542, 20: 0.1760, 50: 0.1901, 100: 0.1950, 1000: 0.1995}
 
 
@@ -55,7 +55,7 @@ def test_gaussian_data_matches_the_exact_recursion(script, sampler, steps):
 
 
 def test_one_euler_step_returns_the_posterior_mean(script):
-    """K = 1: x_0 = x_1 - v*(x_1, 1) = E[x0 | x_1] = mu for every start: no spread at all."""
+    """K = 1: one step from the noise x, x - v*(x, 1) = E[x0 | x] = mu for every start: no spread at all."""
     out = script.sample(gaussian_velocity(0.5, 0.2), 256, flow_schedule(script), "euler", 1,
                         torch.Generator().manual_seed(2), shape=data_shape(script))
     torch.testing.assert_close(out, torch.full_like(out, 0.5), rtol=0, atol=1e-6)
@@ -93,7 +93,7 @@ def test_euler_is_ddim_on_the_straight_path(script):
     traj = []
     script.sample(nonlinear_velocity, n, flow_schedule(script), "euler", K, torch.Generator().manual_seed(5),
                   shape=shape, trajectory=traj)
-    x1 = traj[0]                                                     # the start the sampler drew, x_1
+    x1 = traj[0]                                                     # the start the sampler drew, the noise at s = 1
     x = x1 + (s[1] - s[0]) * nonlinear_velocity(x1, torch.ones(n))   # the first Euler step, by hand
     visited = s[1:-1]                                                # DDIM's steps: s_1 .. s_{K-1}, then abar = 1
     abar = torch.tensor([(1 - si) ** 2 / c(si) ** 2 for si in visited[::-1]], dtype=torch.float32)  # t = 0 .. T-1

@@ -139,7 +139,7 @@ def gaussian_bound_terms(ref, mu, s, d=2):
     v_t = abar_t s^2 + 1 - abar_t, Var(x0 | x_t) = s^2 (1 - abar_t) / v_t per coordinate. The exact predictor
     makes mu_theta = c1 E[x0 | x_t] + c2 x_t, the posterior mean with x0 replaced by its guess, so
     mu~ - mu_theta = c1 (x0 - E[x0 | x_t]) and E[KL_t] = d c1^2 Var(x0 | x_t) / (2 beta~_t). The decoder's mean
-    is E[x0 | x_0] itself: E[-log N(x0; mu_theta, beta_0)] = d Var(x0 | x_0) / (2 beta_0) + (d/2) log(2 pi beta_0).
+    is E[x0 | x_t] at t = 0 itself: E[-log N(x0; mu_theta, beta_0)] = d Var(x0 | x_t) / (2 beta_0) + (d/2) log(2 pi beta_0).
     The prior: E[KL(N(sqrt(abar) x0, 1 - abar) || N(0, 1))] per coordinate is
     ((1 - abar) + abar E[x0^2] - 1 - log(1 - abar)) / 2, with E[x0^2] = mu^2 + s^2."""
     abar, beta = ref["alpha_bars"], ref["betas"]
