@@ -713,7 +713,8 @@ class Config(CoreConfig):
                         choices=("auto", *SAMPLERS["eps"], *SAMPLERS["flow"]))
     sample_steps: int = knob(20, "K, steps of every sampler but ddpm: ddim and dpm at most T")
     eta: float = knob(0.0, "noise of ddim and euler steps: 0 deterministic, 1 as much as DDPM's", min=0, max=1)
-    clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1")
+    clip: float = knob(1.5, "DDIM and DPM-Solver clip their predicted x0 to [-clip, clip]; the waves lie within 1",
+                      min=0.01)
     reflow: bool = knob(False, "flow: after training (or --load), retrain on the model's own (noise, sample) pairs, "
                         "so that 1 or 2 euler steps draw the data (rectified flow)")
     reflow_pairs: int = knob(10_000, "(noise, sample) pairs that --reflow draws with the model's own ODE")
@@ -786,6 +787,12 @@ def main(argv=None):
         raise SystemExit(2 if isinstance(e, UsageError) else 1)
     except OSError as e:  # a folder or file that cannot be written
         print(f"{PROG}: error: cannot write {e.filename} ({e.strerror}); pick another --out", file=sys.stderr)
+        raise SystemExit(2)
+    except (MemoryError, OverflowError, RuntimeError) as e:  # sizes beyond this machine's memory, or torch's ints
+        if isinstance(e, RuntimeError) and "allocate" not in str(e):
+            raise
+        print(f"{PROG}: error: these sizes do not fit ({str(e).splitlines()[0][:100]}); ask for smaller ones",
+              file=sys.stderr)
         raise SystemExit(2)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; files already saved are intact", file=sys.stderr)

@@ -29,6 +29,8 @@ BOTH = [
     ["--model", "unet", *REFLOW, "--distill", "--distill-steps", "1"],
     ["--num-samples", "1", "--plots", "--gif", "--sampler", "ddim", "--sample-steps", "2"],   # the figures, at tiny sizes
     [*FLOW, "--num-samples", "2", "--plots", "--sample-steps", "1"], ["--timesteps", "2", "--plots"],
+    ["--width", "10000000000000"], ["--steps", "10000000000000"], ["--timesteps", "99999999999999999999"],
+    ["--sampler", "ddim", "--clip", "1e-300"], [*REFLOW, "--reflow-steps", "10000000000000"],     # beyond memory
 ]
 CASES = {
     "diffusion_spiral": BOTH + [
