@@ -604,7 +604,7 @@ def reflow(model, pairs, cfg, generator=None):
 # eps - v_theta(eps, 1), trained to land on x0, as one-step distillation methods since do. After reflow it is
 # cheap: the pairs are drawn already, and the reflowed model's one step is already near them. What it gives up:
 # v at s = 1 becomes an answer, not a direction, so guidance, which extrapolates between two of them, no longer
-# steers; and a one-step map has no ODE, so the ODE's likelihood is not the density of what one step samples.
+# steers; and without its label, one step can only land on the mean of the waves the labels would have given.
 
 def distill_loss(model, x0, noise, generator=None, share=0.75):
     """reflow_loss with s = 1 for a share of the pairs: there x_s is the noise eps, and the loss is
@@ -931,9 +931,9 @@ def check_run(cfg):
         raise UsageError("--reflow-pairs sets up --reflow or --distill: add one of them")
     if not cfg.distill and cfg.distill_steps != Config.distill_steps:
         raise UsageError("--distill-steps sets up --distill: add --distill")
-    if cfg.frequency and (cfg.distill or (ckpt or {}).get("distilled")) and cfg.guidance not in (0, 1):
+    if cfg.frequency and (cfg.distill or (ckpt or {}).get("distilled")) and cfg.guidance != 1:
         raise UsageError(f"--guidance {cfg.guidance:g} on a distilled model: its one step returns a wave, not a "
-                         "direction, and guidance would extrapolate between two waves; use --guidance 1 (or 0)")
+                         "direction, so guidance cannot steer it (w = 0 and 2 break the waves); use --guidance 1")
     if cfg.eta and cfg.sampler not in ("ddim", "euler"):
         raise UsageError(f"--eta adds noise to ddim or euler steps; --sampler {cfg.sampler} takes none")
     if cfg.sampler in ("ddim", "dpm") and cfg.sample_steps > cfg.timesteps:

@@ -481,8 +481,7 @@ def reflow(model, pairs, cfg, generator=None):
 # noise eps, the sample x0 its ODE reaches. Distillation regresses that answer directly: one Euler step from s = 1,
 # eps - v_theta(eps, 1), trained to land on x0, as one-step distillation methods since do. After reflow it is
 # cheap: the pairs are drawn already, and the reflowed model's one step is already near them. What it gives up:
-# v at s = 1 becomes an answer, not a direction, so guidance, which extrapolates between two of them, no longer
-# steers; and a one-step map has no ODE, so the ODE's likelihood is not the density of what one step samples.
+# a one-step map has no ODE, so the ODE's likelihood is no longer the density of what one step samples.
 
 def distill_loss(model, x0, noise, generator=None, share=0.75):
     """reflow_loss with s = 1 for a share of the pairs: there x_s is the noise eps, and the loss is
