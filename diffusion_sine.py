@@ -1146,7 +1146,7 @@ def plot_reverse(cfg, schedule, calls, samples):
     flow = cfg.objective == "flow"
     noise = [t.item() if flow else schedule["sqrt_one_minus_alpha_bars"][t].item() for _, t, _ in calls]  # b in x
     picks = sorted({min(range(len(calls)), key=lambda i: abs(noise[i] - b)) for b in (0.9, 0.6, 0.35, 0.15, 0.05)})
-    fig, axes = plt.subplots(2, len(picks) + 1, figsize=(2.6 * (len(picks) + 1), 5), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(2, len(picks) + 1, figsize=(2.35 * (len(picks) + 1), 5), sharex=True, squeeze=False)
     for ax, i in zip(axes.T, picks):
         x, t, out = calls[i]
         x0_hat = x - t * out if flow else predict_x0(x, out, schedule["alpha_bars"][t])  # x0 = x - s v; Tweedie

@@ -651,7 +651,7 @@ class Config(CoreConfig):
     reflow_steps: int = knob(2000, "optimizer steps of --reflow on its pairs, from the trained weights")
     distill: bool = knob(False, "after --reflow (or --load of a reflowed model): train one euler step from the "
                          "noise to land on each pair's sample (then sample with --sample-steps 1)")
-    distill_steps: int = knob(2000, "optimizer steps of --distill")
+    distill_steps: int = knob(3000, "optimizer steps of --distill")
     # how the lesson is run
     device: str = knob("auto", "where to run; auto picks cuda, then mps, then cpu",
                        choices=("auto", "cpu", "cuda", "mps"))
@@ -1035,7 +1035,7 @@ def plot_reverse(cfg, schedule, calls, samples, paths):
     flow = cfg.objective == "flow"
     noise = [t.item() if flow else schedule["sqrt_one_minus_alpha_bars"][t].item() for _, t, _ in calls]  # b in x
     picks = sorted({min(range(len(calls)), key=lambda i: abs(noise[i] - b)) for b in (0.9, 0.6, 0.35, 0.15, 0.05)})
-    fig, axes = plt.subplots(2, len(picks) + 1, figsize=(2.5 * (len(picks) + 1), 5.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(picks) + 1, figsize=(2.35 * (len(picks) + 1), 5.4), squeeze=False)
     for ax, i in zip(axes.T, picks):
         x, t, out = calls[i]
         x0_hat = x - t * out if flow else predict_x0(x, out, schedule["alpha_bars"][t])  # x0 = x - s v; Tweedie
@@ -1085,7 +1085,7 @@ def plot_field(cfg, model, schedule, data):
         noisy = a * data + b * torch.randn(data.shape, generator=g)                  # as q_sample: a x0 + b eps
         panels.append((noisy, arrows, f"{'s' if flow else 't'} = {t:.3g}: x = {a:.2f} x0 + {b:.2f} eps"))
     logs = torch.cat([arrows.norm(dim=1).log10() for _, arrows, _ in panels])
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(14, 4))
     for ax, (noisy, arrows, title) in zip(axes, panels):
         ax.scatter(*noisy.T, s=1, color="0.8")
         length = arrows.norm(dim=1, keepdim=True)
