@@ -55,13 +55,13 @@ class CoreConfig:
     lr: float = knob(4e-3, "peak learning rate of AdamW: a linear warm-up over --warmup steps, times a cosine "
                      "decay from step 0 to 0 at the end")
     warmup: int = knob(100, "warm-up steps, from 0 to --lr")
-    timesteps: int = knob(200, "T, the number of noising steps", min=2)
+    timesteps: int = knob(200, "T, the number of noising steps", min=2, max=10_000)
     schedule: str = knob("cosine", "beta schedule: cosine gives sharper waves than linear (scaled for T)",
                          choices=("cosine", "linear"))
     num_samples: int = knob(512, "waves to generate and score")
     num_train: int = knob(50_000, "size of the training set (fresh random waves)")
     width: int = knob(384, "MLP width")
-    blocks: int = knob(2, "MLP residual blocks")
+    blocks: int = knob(2, "MLP residual blocks", min=1, max=100)
     channels: int = knob(16, "UNet channels at length 64; 2x, 3x, 4x that at lengths 32, 16, 8")
     seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
     log_every: int = knob(500, "print progress (and read the loss back, one sync) every so many steps")
@@ -385,7 +385,8 @@ def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
         eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
         x0_hat = predict_x0(x, eps, abar[i], clip)
         # x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z   (DDIM eq. 12)
-        x = abar_prev[i].sqrt() * x0_hat + (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
+        # (clamped at 0: at eta = 1 the difference is 0, which float32 can round to -6e-8, whose root is NaN)
+        x = abar_prev[i].sqrt() * x0_hat + (1 - abar_prev[i] - sigmas[i] ** 2).clamp(min=0).sqrt() * eps
         if eta > 0:
             x = x + sigmas[i] * torch.randn(x.shape, generator=generator, device=x.device)
         yield x
@@ -515,7 +516,7 @@ def euler(model, x, steps, generator=None, eta=0.0):
         else:  # x_next = (1 - s_next) x0_hat + sqrt(s_next^2 - sigma^2) eps_hat + sigma z   (DDIM eq. 12)
             x0_hat, eps_hat = x - s[i] * v, x + (1 - s[i]) * v
             z = torch.randn(x.shape, generator=generator, device=x.device)
-            x = (1 - s[i + 1]) * x0_hat + (s[i + 1] ** 2 - sigmas[i] ** 2).sqrt() * eps_hat + sigmas[i] * z
+            x = (1 - s[i + 1]) * x0_hat + (s[i + 1] ** 2 - sigmas[i] ** 2).clamp(min=0).sqrt() * eps_hat + sigmas[i] * z
         yield x
 
 def midpoint(model, x, steps):
@@ -943,6 +944,10 @@ def check_run(cfg):
     if cfg.frequency and not cfg.condition:
         raise UsageError("--frequency needs a model trained with the condition; this one was trained with "
                          "--no-condition: retrain without that flag")
+    if cfg.condition and cfg.label_drop >= 1:
+        raise UsageError("--label-drop 1 hides every label, so the condition is never learned: use --no-condition")
+    if cfg.frequency and cfg.guidance != 1 and cfg.label_drop == 0:
+        raise UsageError("guidance needs the unlabelled path, and --label-drop 0 never trained it: use --guidance 1")
     if cfg.guidance != Config.guidance and not cfg.frequency:
         raise UsageError("--guidance steers towards a --frequency: give one too (without it, each wave's "
                          "frequency is drawn at random)")
@@ -972,7 +977,10 @@ def check_memory(cfg, model, device):
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
     paths = cfg.plots or cfg.objective == "flow"                                 # x after every step is kept
-    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if paths else 0
+    steps = (cfg.timesteps if cfg.sampler == "ddpm" else cfg.sample_steps) + 1   # x kept after every step
+    if paths and steps * data > have:
+        raise UsageError(f"--sample-steps {cfg.sample_steps} would keep more steps than memory holds; ask for fewer")
+    steps = steps * data if paths else 0
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
                           ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow or cfg.distill else 0, layers + 3 * data)]:

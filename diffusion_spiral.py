@@ -50,15 +50,15 @@ class CoreConfig:
     lr: float = knob(2e-3, "peak learning rate of AdamW: a linear warm-up over --warmup steps, times a cosine "
                      "decay from step 0 to 0 at the end")
     warmup: int = knob(100, "warm-up steps, from 0 to --lr")
-    timesteps: int = knob(100, "T, the number of noising steps", min=2)
+    timesteps: int = knob(100, "T, the number of noising steps", min=2, max=10_000)
     schedule: str = knob("cosine", "beta schedule: cosine spends more steps at low noise, where the spiral "
                          "forms; linear (scaled for T) leaves more stray points", choices=("cosine", "linear"))
     num_samples: int = knob(2000, "points to generate and score")
     num_train: int = knob(100_000, "size of the training set (a fresh draw of the spiral)")
-    noise: float = knob(0.01, "std of the jitter on spiral points, in normalised units", min=0)
+    noise: float = knob(0.01, "std of the jitter on spiral points, in normalised units", min=0, max=1)
     width: int = knob(128, "MLP width")
     unet_width: int = knob(96, "the UNet's widths are 2x, 1x, 0.5x this: 192 -> 96 -> 48 -> 96 -> 192", min=2)
-    blocks: int = knob(3, "MLP residual blocks")
+    blocks: int = knob(3, "MLP residual blocks", min=1, max=100)
     seed: int = knob(0, "random seed: the same seed gives the same samples on CPU", min=0, max=2**64 - 1)
     log_every: int = knob(300, "print progress (and read the loss back, one sync) every so many steps")
 
@@ -328,7 +328,8 @@ def ddim(model, x, schedule, steps, generator=None, eta=0.0, clip=None):
         eps = model(x, torch.full((len(x),), t, device=x.device))          # (n, ...) predicted noise
         x0_hat = predict_x0(x, eps, abar[i], clip)
         # x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z   (DDIM eq. 12)
-        x = abar_prev[i].sqrt() * x0_hat + (1 - abar_prev[i] - sigmas[i] ** 2).sqrt() * eps
+        # (clamped at 0: at eta = 1 the difference is 0, which float32 can round to -6e-8, whose root is NaN)
+        x = abar_prev[i].sqrt() * x0_hat + (1 - abar_prev[i] - sigmas[i] ** 2).clamp(min=0).sqrt() * eps
         if eta > 0:
             x = x + sigmas[i] * torch.randn(x.shape, generator=generator, device=x.device)
         yield x
@@ -403,7 +404,7 @@ def euler(model, x, steps, generator=None, eta=0.0):
         else:  # x_next = (1 - s_next) x0_hat + sqrt(s_next^2 - sigma^2) eps_hat + sigma z   (DDIM eq. 12)
             x0_hat, eps_hat = x - s[i] * v, x + (1 - s[i]) * v
             z = torch.randn(x.shape, generator=generator, device=x.device)
-            x = (1 - s[i + 1]) * x0_hat + (s[i + 1] ** 2 - sigmas[i] ** 2).sqrt() * eps_hat + sigmas[i] * z
+            x = (1 - s[i + 1]) * x0_hat + (s[i + 1] ** 2 - sigmas[i] ** 2).clamp(min=0).sqrt() * eps_hat + sigmas[i] * z
         yield x
 
 def midpoint(model, x, steps):
@@ -901,7 +902,10 @@ def check_memory(cfg, model, device):
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
     paths = cfg.plots or cfg.objective == "flow"                                 # x after every step is kept
-    steps = (max(cfg.timesteps, cfg.sample_steps) + 1) * data if paths else 0
+    steps = (cfg.timesteps if cfg.sampler == "ddpm" else cfg.sample_steps) + 1   # x kept after every step
+    if paths and steps * data > have:
+        raise UsageError(f"--sample-steps {cfg.sample_steps} would keep more steps than memory holds; ask for fewer")
+    steps = steps * data if paths else 0
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
                           ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow or cfg.distill else 0, layers + 3 * data)]:

@@ -13,35 +13,34 @@ FLOW = ["--objective", "flow"]
 REFLOW = [*FLOW, "--reflow", "--reflow-pairs", "8", "--reflow-steps", "2"]
 
 BOTH = [
-    ["--steps", "1"], ["--steps", "7"], ["--batch-size", "1"], ["--batch-size", "13"], ["--batch-size", "200"],
-    ["--num-train", "1"], ["--num-train", "2"], ["--num-samples", "1"], ["--num-samples", "2"], ["--lr", "1e-9"],
-    ["--warmup", "1"], ["--warmup", "13"], ["--log-every", "1"], ["--log-every", "13"], ["--seed", "0"],
-    ["--seed", "18446744073709551615"], ["--timesteps", "2"], ["--timesteps", "3", "--schedule", "linear"],
-    ["--timesteps", "7", "--sampler", "ddim", "--sample-steps", "7"], ["--timesteps", "2", "--sampler", "dpm",
-    "--sample-steps", "2"], ["--sampler", "ddim", "--sample-steps", "1"], ["--sampler", "dpm", "--sample-steps", "1"],
-    ["--sampler", "dpm", "--sample-steps", "3"], ["--sampler", "ddim", "--eta", "1e-6"], ["--sampler", "ddim",
-    "--clip", "1e-6"], ["--width", "1"], ["--width", "3"], ["--blocks", "1"], ["--blocks", "13"],
-    [*FLOW, "--sample-steps", "1"], [*FLOW, "--sample-steps", "1", "--eta", "1"], [*FLOW, "--sample-steps", "2",
-    "--eta", "1e-6"], [*FLOW, "--sampler", "midpoint", "--sample-steps", "1"], [*FLOW, "--sample-steps", "13"],
-    [*REFLOW], [*REFLOW, "--reflow-pairs", "1", "--reflow-steps", "1"], [*REFLOW, "--distill", "--distill-steps", "1"],
-    [*REFLOW, "--batch-size", "1", "--distill", "--distill-steps", "2", "--sample-steps", "1"],
-    ["--model", "unet", "--timesteps", "2"], ["--model", "unet", *FLOW, "--sample-steps", "1"],
-    ["--model", "unet", *REFLOW, "--distill", "--distill-steps", "1"],
+    ["--steps", "1"], ["--batch-size", "1"], ["--batch-size", "13"], ["--num-train", "1"], ["--num-samples", "1"],
+    ["--lr", "1e-9"], ["--warmup", "13"], ["--log-every", "1"], ["--seed", "18446744073709551615"],
+    ["--timesteps", "2"], ["--timesteps", "3", "--schedule", "linear"], ["--timesteps", "7", "--sampler", "ddim",
+    "--sample-steps", "7"], ["--timesteps", "2", "--sampler", "dpm", "--sample-steps", "2"],
+    ["--sampler", "ddim", "--sample-steps", "1"], ["--sampler", "dpm", "--sample-steps", "3"],
+    ["--sampler", "ddim", "--eta", "1e-6"], ["--sampler", "ddim", "--clip", "0.01"], ["--width", "1"],
+    ["--blocks", "13"], [*FLOW, "--sample-steps", "1", "--eta", "1"], [*FLOW, "--sampler", "midpoint",
+    "--sample-steps", "1"], [*REFLOW, "--reflow-pairs", "1", "--reflow-steps", "1", "--distill", "--distill-steps",
+    "1", "--sample-steps", "1"], ["--model", "unet", "--timesteps", "2"], ["--model", "unet", *REFLOW, "--distill",
+    "--distill-steps", "1"],
     ["--num-samples", "1", "--plots", "--gif", "--sampler", "ddim", "--sample-steps", "2"],   # the figures, at tiny sizes
-    [*FLOW, "--num-samples", "2", "--plots", "--sample-steps", "1"], ["--timesteps", "2", "--plots"],
+    [*FLOW, "--num-samples", "2", "--plots", "--sample-steps", "1"],
     ["--width", "10000000000000"], ["--steps", "10000000000000"], ["--timesteps", "99999999999999999999"],
     ["--sampler", "ddim", "--clip", "1e-300"], [*REFLOW, "--reflow-steps", "10000000000000"],     # beyond memory
+    [*FLOW, "--sample-steps", "10000000000000"], ["--timesteps", "99999"],
+    ["--sampler", "ddim", "--eta", "1", "--sample-steps", "3"],      # 1 - abar - sigma^2 rounds below 0 in float32
+    ["--schedule", "linear", "--timesteps", "13", "--sampler", "ddim", "--eta", "1", "--sample-steps", "3"],
 ]
 CASES = {
     "diffusion_spiral": BOTH + [
-        ["--noise", "0"], ["--noise", "1e-6"], ["--noise", "1e-3"], [*FLOW, "--noise", "1e-6"], ["--noise", "3"],
-        ["--model", "unet", "--unet-width", "2"], ["--model", "unet", "--unet-width", "3"],
-        ["--model", "unet", "--unet-width", "7", *FLOW], ["--model", "unet", "--unet-width", "13"],
+        ["--noise", "0"], ["--noise", "1e-6"], ["--noise", "1e-3"], [*FLOW, "--noise", "1e-6"], ["--noise", "1e20"],
+        ["--model", "unet", "--unet-width", "2"], ["--model", "unet", "--unet-width", "7", *FLOW],
     ],
     "diffusion_sine": BOTH + [
-        *(["--model", "unet", "--channels", c] for c in ["1", "2", "3", "7", "12", "13"]),
+        *(["--model", "unet", "--channels", c] for c in ["1", "3", "7", "12"]),
         ["--model", "unet", "--channels", "3", *FLOW], ["--label-drop", "0"], ["--label-drop", "1"],
         ["--label-drop", "1", "--frequency", "2.5"], ["--frequency", "1", "--guidance", "0"],
+        ["--label-drop", "0", "--frequency", "2.5"], ["--label-drop", "0", "--frequency", "2.5", "--guidance", "1"],
         ["--frequency", "4.999", "--guidance", "13"], ["--no-condition", *FLOW], ["--no-condition", *REFLOW],
         [*REFLOW, "--distill", "--distill-steps", "1", "--frequency", "2.5", "--guidance", "1"],
     ],
