@@ -977,10 +977,10 @@ def check_memory(cfg, model, device):
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
     paths = cfg.plots or cfg.objective == "flow"                                 # x after every step is kept
-    steps = (cfg.timesteps if cfg.sampler == "ddpm" else cfg.sample_steps) + 1   # x kept after every step
-    if paths and steps * data > have:
+    kept = (cfg.timesteps if cfg.sampler == "ddpm" else cfg.sample_steps) + 1   # (ddpm's T is at most 10,000)
+    if paths and kept * data > have:
         raise UsageError(f"--sample-steps {cfg.sample_steps} would keep more steps than memory holds; ask for fewer")
-    steps = steps * data if paths else 0
+    steps = kept * data if paths else 0
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
                           ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow or cfg.distill else 0, layers + 3 * data)]:

@@ -902,10 +902,10 @@ def check_memory(cfg, model, device):
     hook.remove()
     layers, data = 4 * sum(sizes), 8 * math.prod(SHAPE)               # bytes: float32 layers, float64 data
     paths = cfg.plots or cfg.objective == "flow"                                 # x after every step is kept
-    steps = (cfg.timesteps if cfg.sampler == "ddpm" else cfg.sample_steps) + 1   # x kept after every step
-    if paths and steps * data > have:
+    kept = (cfg.timesteps if cfg.sampler == "ddpm" else cfg.sample_steps) + 1   # (ddpm's T is at most 10,000)
+    if paths and kept * data > have:
         raise UsageError(f"--sample-steps {cfg.sample_steps} would keep more steps than memory holds; ask for fewer")
-    steps = steps * data if paths else 0
+    steps = kept * data if paths else 0
     for flag, n, each in [("--batch-size", cfg.batch_size, 3 * layers), ("--num-train", cfg.num_train, 3 * data),
                           ("--num-samples", cfg.num_samples, layers + steps + 3 * data),
                           ("--reflow-pairs", cfg.reflow_pairs if cfg.reflow or cfg.distill else 0, layers + 3 * data)]:
@@ -1082,9 +1082,9 @@ def plot_field(cfg, model, schedule, data):
     xs = torch.linspace(-2.4, 2.4, 21)
     points = torch.stack(torch.meshgrid(xs, xs, indexing="xy"), dim=-1).view(-1, 2)           # (441, 2)
     panels, g = [], torch.Generator().manual_seed(0)
-    for b in (0.8, 0.5, 0.25, 0.08):                                         # the noise's std in x
-        t = b if flow else (schedule["sqrt_one_minus_alpha_bars"].cpu() - b).abs().argmin().item()   # its time
-        a, b = (1 - b, b) if flow else (schedule["sqrt_alpha_bars"][t].item(), schedule["sqrt_one_minus_alpha_bars"][t].item())
+    for std in (0.8, 0.5, 0.25, 0.08):                                       # the noise's std in x
+        t = std if flow else (schedule["sqrt_one_minus_alpha_bars"].cpu() - std).abs().argmin().item()   # its time
+        a, b = (1 - std, std) if flow else (schedule["sqrt_alpha_bars"][t].item(), schedule["sqrt_one_minus_alpha_bars"][t].item())
         arrows = -model(points.to(device), torch.full((len(points),), t, device=device)).cpu() / (1 if flow else b)
         noisy = a * data + b * torch.randn(data.shape, generator=g)                  # as q_sample: a x0 + b eps
         panels.append((noisy, arrows, f"{'s' if flow else 't'} = {t:.3g}: x = {a:.2f} x0 + {b:.2f} eps"))

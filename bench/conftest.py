@@ -3,7 +3,7 @@ tests/, is in the root conftest.py; the timing helpers are in timing.py)."""
 import pytest
 import torch
 
-from timing import batch_loss, describe
+from timing import describe
 
 MODELS = ["mlp", "unet"]
 DEVICES = [
@@ -49,7 +49,7 @@ _trained = {}
 
 
 @pytest.fixture
-def trained(script, kind, device, objective, setup):
+def trained(script, kind, device, objective, setup, run_loss):
     """setup's config, schedule and model, after TRAIN_BEFORE_SAMPLING steps of the script's own train()
     (once per script, model, device and objective; later tests reuse the weights)."""
     cfg, schedule, model = setup
@@ -58,7 +58,7 @@ def trained(script, kind, device, objective, setup):
         steps, log_every = cfg.steps, cfg.log_every
         cfg.steps = cfg.log_every = TRAIN_BEFORE_SAMPLING
         gen = torch.Generator(device=device).manual_seed(0)
-        script.train(model, batch_loss(script, cfg, model, schedule, device, gen), 10_000, cfg, gen,
+        script.train(model, run_loss(cfg, model, schedule, gen, 10_000, device), 10_000, cfg, gen,
                      log=lambda *args: None)
         cfg.steps, cfg.log_every = steps, log_every
         _trained[key] = {k: v.clone() for k, v in model.state_dict().items()}

@@ -6,7 +6,7 @@ Run: pytest bench --benchmark-only     (see bench/README.md)
 import pytest
 import torch
 
-from timing import batch_loss, loop_efficiency, timed
+from timing import loop_efficiency, timed
 
 TRAIN_STEPS = 20      # train() runs this many optimizer steps per round; the per-step time is extra_info
 NUM_SAMPLES = 1000    # batch of the sampling loops
@@ -17,11 +17,11 @@ LIKELIHOOD_POINTS = 1000
 
 
 @pytest.mark.parametrize("objective", ["eps", "flow"], indirect=True)
-def test_train_step(benchmark, script, kind, device, objective, setup):
+def test_train_step(benchmark, script, kind, device, objective, setup, run_loss):
     cfg, schedule, model = setup
     cfg.steps, cfg.log_every = TRAIN_STEPS, TRAIN_STEPS          # one loss read (a sync) at the end
     gen = torch.Generator(device=device).manual_seed(0)
-    loss, quiet = batch_loss(script, cfg, model, schedule, device, gen), lambda *args: None
+    loss, quiet = run_loss(cfg, model, schedule, gen, 10_000, device), lambda *args: None
     benchmark.group = f"{script.__name__} {kind} train {objective} ({TRAIN_STEPS} steps, batch {cfg.batch_size})"
     benchmark.pedantic(timed(lambda: script.train(model, loss, 10_000, cfg, gen, log=quiet), device),
                        rounds=5, warmup_rounds=1, iterations=1)

@@ -46,12 +46,3 @@ def describe(device):
         return torch.cuda.get_device_name(device)
     import platform
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def batch_loss(script, cfg, model, schedule, device, generator, n=10_000):
-    """What a run of cfg minimises on n fresh training examples (the sine's with their frequencies), as train() takes it."""
-    if hasattr(script, "make_waves"):
-        data, labels = (x.to(device) for x in script.make_waves(n, torch.Generator().manual_seed(0)))
-        return script.training_loss(cfg, model, data, schedule, generator, labels)
-    data = script.make_data(n, torch.Generator().manual_seed(0)).to(device)
-    return script.training_loss(cfg, model, data, schedule, generator)

@@ -1,5 +1,10 @@
-"""Fixtures for the tests (the `script` fixture, shared with bench/, is in the root conftest.py)."""
+"""Fixtures for the tests (the `script` and `run_loss` fixtures, shared with bench/, are in the root conftest.py)."""
+import os
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,12 +40,6 @@ _core_runs = {}
 
 def pytest_collection_modifyitems(session, config, items):
     if any(item.name == CORE_TEST for item in items) and not _core_runs:
-        import os
-        import subprocess
-        import tempfile
-        import time
-        from pathlib import Path
-
         from test_layers import core_program
         folder = Path(tempfile.mkdtemp(prefix="core-"))
         env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")   # one core each, beside the suite
@@ -61,8 +60,6 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope="session")
 def core_runs():
     """A function that waits for the core runs: {name: (exit code, seconds, stderr, samples file)}."""
-    import time
-
     def wait():
         results = {}
         for name, (process, start, log, out) in _core_runs.items():

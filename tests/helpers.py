@@ -350,14 +350,3 @@ def flow_eta_recursion(mu, S, times, eta, m=0.0, sd=1.0):
         m = (1 - s_next) * mu + gain * (m - (1 - s) * mu)
         var = gain ** 2 * var + sig ** 2
     return m, math.sqrt(var)
-
-
-def training_data(mod, n, generator=None):
-    """(data, labels) as a run trains on them: the sine's waves and their frequencies, the spiral's points and None."""
-    return mod.make_waves(n, generator) if hasattr(mod, "make_waves") else (mod.make_data(n, generator), None)
-
-
-def run_loss(mod, cfg, model, data, labels, schedule, generator=None):
-    """The script's own training_loss for cfg (labels only where the script takes them)."""
-    extra = () if labels is None else (labels,)
-    return mod.training_loss(cfg, model, data, schedule, generator, *extra)

@@ -6,8 +6,6 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from helpers import run_loss, training_data
-
 
 @pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 10), ("dpm", 10), ("euler", 10), ("midpoint", 5)])
 def test_sampling_loop_never_reads_back(script, sampler, steps):
@@ -22,7 +20,7 @@ def test_sampling_loop_never_reads_back(script, sampler, steps):
 
 
 @pytest.mark.parametrize("objective", ["eps", "flow"])
-def test_training_loop_reads_back_only_to_log(script, monkeypatch, objective):
+def test_training_loop_reads_back_only_to_log(script, run_loss, monkeypatch, objective):
     """One read per progress line, none per step. (AdamW reads its own step counters with .item(); they
     live on the CPU even when training on a GPU, so they cost no sync. SGD stands in to keep the count
     about the training loop itself.)"""
@@ -30,11 +28,9 @@ def test_training_loop_reads_back_only_to_log(script, monkeypatch, objective):
     cfg = script.Config(steps=20, log_every=10, batch_size=16, objective=objective)
     schedule = script.make_schedule(cfg.timesteps, cfg.schedule)
     model = script.network(cfg, schedule)
-    data, labels = training_data(script, 64)
     gen = torch.Generator().manual_seed(0)
     lines = []
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        script.train(model, run_loss(script, cfg, model, data, labels, schedule, gen), len(data), cfg, gen,
-                     log=lines.append)
+        script.train(model, run_loss(cfg, model, schedule, gen, 64), 64, cfg, gen, log=lines.append)
     reads = sum(e.count for e in prof.key_averages() if e.key == "aten::item")
     assert len(lines) == 2 and reads == 2
